@@ -148,3 +148,4 @@ def setup(level: str = "info", fmt: str = "json", stream: Any = None) -> None:
     root.setLevel(level.upper())
     # aiohttp's access log is replaced by our own request metrics/logging.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    logging.getLogger("pgserver").setLevel(logging.WARNING)  # chatty at INFO

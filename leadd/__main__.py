@@ -1,0 +1,131 @@
+"""Command line: `leadd run | check-config | migrate | send-test-lead`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+from leadd import config as configmod
+from leadd import logs
+
+EXIT_CONFIG = 2
+
+
+def _load(path_arg: str | None, *, allow_demo: bool) -> configmod.Config:
+    path = configmod.resolve_path(path_arg)
+    if path is None:
+        if not allow_demo:
+            print("leadd: no config: pass --config PATH or set LEADD_CONFIG", file=sys.stderr)
+            raise SystemExit(EXIT_CONFIG)
+        return configmod.demo()
+    return configmod.load(path)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    cfg = _load(args.config, allow_demo=True)
+    logs.setup(cfg.logging.level, cfg.logging.format)
+    log = logs.get_logger("leadd")
+    if cfg.source == "<built-in demo>":
+        log.info(
+            "config.demo_defaults",
+            hint="no config file: running on built-in demo defaults (embedded PostgreSQL, "
+            "dry-run providers, demo_mode). Copy config.example.yaml to config.yaml to configure.",
+        )
+    from leadd.daemon import Daemon
+
+    return asyncio.run(Daemon(cfg).run())
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    cfg = _load(args.config, allow_demo=True)
+    print(f"config:     {cfg.source}")
+    print(f"tenant:     {cfg.tenant.name} ({cfg.tenant.id})")
+    print(
+        f"database:   {'external' if cfg.database.url else 'embedded under ' + str(cfg.state_dir)}"
+    )
+    print(f"http:       {cfg.http.host}:{cfg.http.port} (public {cfg.http.public_url})")
+    print(f"demo_mode:  {cfg.demo_mode}")
+    print(f"locations:  {len(cfg.locations)}")
+    for loc in cfg.locations:
+        print(
+            f"  - {loc.id}: {loc.name} [{loc.timezone}] sequence={loc.sequence} services={len(loc.services)}"
+        )
+    print(f"sequences:  {len(cfg.sequences)}")
+    for name, steps in cfg.sequences.items():
+        print(f"  - {name}: " + ", ".join(f"{s.name}({s.channel}+{s.delay:g}s)" for s in steps))
+    for provider, mode in cfg.providers_summary().items():
+        print(f"{provider + ':':<11} {mode}")
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    cfg = _load(args.config, allow_demo=True)
+    logs.setup(cfg.logging.level, cfg.logging.format)
+
+    async def go() -> int:
+        from leadd import db
+        from leadd.embedded import EmbeddedPostgres
+
+        embedded = None
+        url = cfg.database.url
+        if url is None:
+            embedded = EmbeddedPostgres(cfg.state_dir)
+            url = await embedded.start()
+        try:
+            pool = await db.create_pool(url, min_size=1, max_size=2)
+            try:
+                async with pool.acquire() as conn:
+                    applied = await db.migrate(conn)
+                await db.Database(pool, cfg.tenant.id).sync_config(cfg)
+            finally:
+                await pool.close()
+        finally:
+            if embedded:
+                await embedded.stop()
+        print(f"schema up to date; applied now: {applied or 'nothing'}")
+        return 0
+
+    return asyncio.run(go())
+
+
+def cmd_send_test_lead(args: argparse.Namespace) -> int:
+    cfg = _load(args.config, allow_demo=True)
+    from leadd.testlead import send_test_lead
+
+    return asyncio.run(send_test_lead(cfg, url=args.url))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="leadd", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, fn, help_ in (
+        ("run", cmd_run, "run the daemon in the foreground"),
+        ("check-config", cmd_check_config, "validate the config and print a summary"),
+        ("migrate", cmd_migrate, "apply the database schema and exit"),
+        (
+            "send-test-lead",
+            cmd_send_test_lead,
+            "post a signed demo order webhook to a running leadd",
+        ),
+    ):
+        p = sub.add_parser(name, help=help_)
+        p.add_argument("--config", help="config file (default: $LEADD_CONFIG, else ./config.yaml)")
+        p.set_defaults(fn=fn)
+        if name == "send-test-lead":
+            p.add_argument("--url", help="leadd base URL (default: from http.host/port)")
+    args = parser.parse_args(argv)
+    try:
+        return int(args.fn(args))
+    except configmod.ConfigError as exc:
+        print(f"leadd: invalid configuration ({len(exc.problems)} problem(s)):", file=sys.stderr)
+        for p in exc.problems:
+            print(f"  {p}", file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

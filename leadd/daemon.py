@@ -1,0 +1,308 @@
+"""The leadd process: start-up, the supervised tasks, and shutdown in phases.
+
+Start-up: HTTP listens first (so /healthz answers and /readyz can say why we are not ready),
+then the database is reached with backoff (embedded PostgreSQL when no URL is configured),
+the schema applied and the YAML mirrored; then READY=1 and the loops begin.
+
+Shutdown (first SIGTERM/SIGINT; a second one forces exit): STOPPING=1, stop accepting HTTP,
+let the loops finish their current batch, wait up to `shutdown_timeout`, cancel the rest,
+close the pool, stop the embedded server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import time
+import uuid
+from contextlib import suppress
+from typing import Any
+
+import aiohttp
+import asyncpg
+from aiohttp import web
+
+from leadd import db as dbmod
+from leadd import metrics
+from leadd.backoff import Backoff
+from leadd.config import Config
+from leadd.embedded import EmbeddedPostgres
+from leadd.logs import get_logger
+from leadd.sdnotify import Notifier
+from leadd.supervisor import Supervisor
+
+log = get_logger(__name__)
+
+DB_RETRY = Backoff(base=1.0, cap=30.0, jitter=0.2)
+
+
+class Daemon:
+    def __init__(self, config: Config, *, env: dict[str, str] | None = None) -> None:
+        self.config = config
+        self.instance_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.shutdown = asyncio.Event()
+        self.supervisor = Supervisor(self.shutdown)
+        self.notifier = Notifier(env)
+        self.db: dbmod.Database | None = None
+        self.db_problem: str | None = "connecting"
+        self.db_ready = asyncio.Event()
+        self.http_ready = asyncio.Event()
+        self.http_port: int | None = None
+        self.embedded: EmbeddedPostgres | None = None
+        self.session: aiohttp.ClientSession | None = None
+        self.wake_touchpoints = asyncio.Event()  # set when a lead arrives: send at once
+        self.provider_problems: dict[str, str] = {}
+        self._signals = 0
+        self._build_services()
+
+    # ------------------------------------------------------------------ wiring
+
+    def _build_services(self) -> None:
+        from leadd.loops import poll, touchpoints
+
+        self.supervisor.add("http", self._serve_http, critical=True)
+        self.supervisor.add("poll", lambda: poll.run(self))
+        self.supervisor.add("touchpoints", lambda: touchpoints.run(self))
+        if self.notifier.watchdog_interval:
+            self.supervisor.add("watchdog", self._watchdog)
+
+    async def _serve_http(self) -> None:
+        from leadd.web import create_app
+
+        runner = web.AppRunner(
+            create_app(self), handle_signals=False, shutdown_timeout=self.config.shutdown_timeout
+        )
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, self.config.http.host, self.config.http.port)
+            await site.start()
+            server = site._server
+            sockets = getattr(server, "sockets", None) or []
+            self.http_port = sockets[0].getsockname()[1] if sockets else self.config.http.port
+            log.info("http.listening", host=self.config.http.host, port=self.http_port)
+            self.http_ready.set()
+            await self.shutdown.wait()
+            log.info("shutdown.phase", phase="http: stop accepting, finish in-flight requests")
+        finally:
+            await runner.cleanup()
+
+    async def _watchdog(self) -> None:
+        """WATCHDOG=1 only while the loops make progress, not merely while the process exists."""
+        assert self.notifier.watchdog_interval
+        period = self.notifier.watchdog_interval / 2
+        while not self.shutdown.is_set():
+            if self.loops_alive():
+                self.notifier.watchdog()
+            else:
+                log.warning("watchdog.withheld", problems=self.supervisor.problems())
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self.shutdown.wait(), period)
+
+    def loops_alive(self) -> bool:
+        now = time.monotonic()
+        limits = {
+            "poll": self.config.shopmonkey.poll_interval * 2 + 60,
+            "touchpoints": self.config.touchpoints.interval * 2 + 60,
+        }
+        for name, limit in limits.items():
+            t = self.supervisor.tasks[name]
+            if not t.running:
+                return False
+            if self.db_ready.is_set() and t.heartbeat is not None and now - t.heartbeat > limit:
+                return False
+        return True
+
+    # ------------------------------------------------------------------ readiness
+
+    async def readiness_problems(self) -> dict[str, str]:
+        problems: dict[str, str] = {}
+        if self.db is None:
+            problems["database"] = self.db_problem or "not connected"
+        else:
+            try:
+                await self.db.ping()
+            except (OSError, asyncpg.PostgresError, TimeoutError, asyncpg.InterfaceError) as exc:
+                problems["database"] = f"unreachable: {type(exc).__name__}: {exc}"
+        for name, text in self.supervisor.problems().items():
+            problems[f"task:{name}"] = text
+        problems.update(self.provider_problems)
+        return problems
+
+    async def wait_db(self) -> dbmod.Database | None:
+        """For loops: wait until the database is ready; None when shutting down first."""
+        waiter = asyncio.create_task(self.db_ready.wait())
+        stopper = asyncio.create_task(self.shutdown.wait())
+        try:
+            await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+            stopper.cancel()
+        return self.db if self.db_ready.is_set() and not self.shutdown.is_set() else None
+
+    # ------------------------------------------------------------------ database
+
+    async def _connect_db(self) -> None:
+        attempt = 0
+        while not self.shutdown.is_set():
+            try:
+                url = self.config.database.url
+                if url is None:
+                    if self.embedded is None:
+                        self.embedded = EmbeddedPostgres(self.config.state_dir)
+                    url = await self.embedded.start()
+                pool = await dbmod.create_pool(
+                    url,
+                    min_size=self.config.database.pool_min,
+                    max_size=self.config.database.pool_max,
+                    timeout=self.config.database.connect_timeout,
+                )
+                try:
+                    async with pool.acquire() as conn:
+                        await dbmod.migrate(conn)
+                    database = dbmod.Database(pool, self.config.tenant.id)
+                    await database.sync_config(self.config)
+                except BaseException:
+                    await pool.close()
+                    raise
+                self.db, self.db_problem = database, None
+                metrics.POOL.source = database.pool_stats
+                self.db_ready.set()
+                log.info("database.ready", embedded=self.config.database.url is None)
+                return
+            except (
+                OSError,
+                asyncpg.PostgresError,
+                asyncpg.InterfaceError,
+                TimeoutError,
+                dbmod.MigrationError,
+                Exception,
+            ) as exc:  # noqa: B014
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                delay = DB_RETRY.delay(attempt)
+                attempt += 1
+                self.db_problem = (
+                    f"unreachable: {type(exc).__name__}: {exc} (retrying in {delay:.0f}s)"
+                )
+                log.error(
+                    "database.unavailable",
+                    error=f"{type(exc).__name__}: {exc}",
+                    retry_in=round(delay, 1),
+                )
+                with suppress(TimeoutError):
+                    await asyncio.wait_for(self.shutdown.wait(), delay)
+
+    # ------------------------------------------------------------------ run
+
+    def _on_signal(self, signum: int) -> None:
+        self._signals += 1
+        if self._signals == 1:
+            log.info("shutdown.requested", signal=signal.Signals(signum).name)
+            self.shutdown.set()
+        else:
+            log.warning("shutdown.forced", signal=signal.Signals(signum).name)
+            os._exit(1)
+
+    async def run(self, *, install_signals: bool = True) -> int:
+        loop = asyncio.get_running_loop()
+        if install_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self._on_signal, sig)
+        self.session = aiohttp.ClientSession()
+        self._build_clients()
+        log.info(
+            "leadd.starting",
+            tenant=self.config.tenant.name,
+            config=self.config.source,
+            providers=self.config.providers_summary(),
+            database="external" if self.config.database.url else "embedded",
+            demo_mode=self.config.demo_mode,
+        )
+        sup = asyncio.create_task(self.supervisor.run(), name="supervisor")
+        try:
+            await _first(self.http_ready.wait(), self.shutdown.wait())
+            if self.http_ready.is_set() and not self.shutdown.is_set():
+                await _first(self._connect_db(), self.shutdown.wait())
+            if self.db_ready.is_set() and not self.shutdown.is_set():
+                self.notifier.ready()
+                log.info("leadd.ready", port=self.http_port)
+            await self.shutdown.wait()
+            self.notifier.stopping()
+            log.info("shutdown.phase", phase="loops: finish current batch")
+            try:
+                await asyncio.wait_for(asyncio.shield(sup), self.config.shutdown_timeout)
+            except TimeoutError:
+                log.warning("shutdown.phase", phase="timeout: cancelling remaining tasks")
+                sup.cancel()
+                with suppress(asyncio.CancelledError, Exception):
+                    await sup
+        finally:
+            if not sup.done():
+                sup.cancel()
+                with suppress(asyncio.CancelledError, Exception):
+                    await sup
+            await self._close()
+            if install_signals:
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    loop.remove_signal_handler(sig)
+        if self.supervisor.fatal is not None:
+            log.error("leadd.stopped", status="fatal", error=str(self.supervisor.fatal))
+            return 1
+        log.info("leadd.stopped", status="ok")
+        return 0
+
+    def _build_clients(self) -> None:
+        """Provider clients share one aiohttp session; empty credentials mean dry-run."""
+        from leadd.providers.sendgrid import SendGridClient
+        from leadd.providers.shopmonkey import ShopmonkeyClient
+        from leadd.providers.twilio import TwilioClient
+
+        c = self.config
+        self.shopmonkey = ShopmonkeyClient(
+            self.session,
+            base_url=c.shopmonkey.base_url,
+            api_key=c.shopmonkey.api_key,
+            requests_per_second=c.shopmonkey.requests_per_second,
+        )
+        self.twilio = TwilioClient(
+            self.session,
+            base_url=c.twilio.base_url,
+            account_sid=c.twilio.account_sid,
+            auth_token=c.twilio.auth_token,
+            messages_per_second=c.twilio.messages_per_second,
+        )
+        self.sendgrid = SendGridClient(
+            self.session,
+            base_url=c.sendgrid.base_url,
+            api_key=c.sendgrid.api_key,
+            from_email=c.sendgrid.from_email,
+            from_name=c.sendgrid.from_name or c.tenant.name,
+        )
+
+    async def _close(self) -> None:
+        log.info("shutdown.phase", phase="close pool and clients")
+        if self.session is not None:
+            await self.session.close()
+        if self.db is not None:
+            with suppress(Exception):
+                await asyncio.wait_for(self.db.close(), 5)
+            metrics.POOL.source = None
+        if self.embedded is not None:
+            await self.embedded.stop()
+
+
+async def _first(*aws: Any) -> None:
+    """Await whichever finishes first; cancel the others."""
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for t in done:
+            t.result()
+    finally:
+        for t in tasks:
+            if not t.done():
+                t.cancel()
+                with suppress(asyncio.CancelledError):
+                    await t

@@ -1,0 +1,252 @@
+"""Phone numbers: E.164 normalization and where a number lives (country, US state, time zone).
+
+The E.164 string is the dedupe key for contacts and opt-outs, so every number that enters
+leadd goes through `normalize` first. The state and zone decide quiet hours: state laws
+apply by the recipient's area code (Oklahoma explicitly presumes residence from it), and
+the send window is in the recipient's local time.
+
+The area-code table is a literal derived from phonenumbers' English geocoder rather than
+read from it at run time: loading the geocoder costs ~0.5 s and ~100 MB of RSS for data
+leadd never uses. `tests/unit/test_phones.py` rebuilds the table with
+`derive_area_code_states()` and fails when an upgraded phonenumbers disagrees with it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+
+import phonenumbers
+from phonenumbers import NumberParseException, PhoneNumber, PhoneNumberFormat
+from phonenumbers import timezone as _pn_timezone
+
+# phonenumbers answers this when it knows nothing about a number's zone.
+_UNKNOWN_ZONE = "Etc/Unknown"
+
+# US geographic area codes by state, generated from phonenumbers' "en" geocoder by
+# derive_area_code_states(). Non-geographic codes (toll-free 8XX, 5XX, 900) have no state.
+_STATE_AREA_CODES: Mapping[str, str] = {
+    "AK": "907",
+    "AL": "205 251 256 334 659 938",
+    "AR": "327 479 501 870",
+    "AZ": "480 520 602 623 928",
+    "CA": (
+        "209 213 279 310 323 341 350 369 408 415 424 442 510 530 559 562 619 626 628 650 657"
+        " 661 669 707 714 738 747 760 805 818 820 831 840 858 909 916 925 949 951"
+    ),
+    "CO": "303 719 720 748 970 983",
+    "CT": "203 475 860 959",
+    "DC": "202 771",
+    "DE": "302",
+    "FL": (
+        "239 305 321 324 352 386 407 448 561 645 656 689 727 728 754 772 786 813 850 863 904"
+        " 941 954"
+    ),
+    "GA": "229 404 470 478 678 706 762 770 912 943",
+    "HI": "808",
+    "IA": "319 515 563 641 712",
+    "ID": "208 986",
+    "IL": "217 224 309 312 331 447 464 618 630 708 730 773 779 815 847 872",
+    "IN": "219 260 317 463 574 765 812 930",
+    "KS": "316 620 785 913",
+    "KY": "270 364 502 606 859",
+    "LA": "225 318 337 504 985",
+    "MA": "339 351 413 508 617 774 781 857 978",
+    "MD": "227 240 301 410 443 667",
+    "ME": "207",
+    "MI": "231 248 269 313 517 586 616 734 810 906 947 989",
+    "MN": "218 320 507 612 651 763 952",
+    "MO": "235 314 417 557 573 636 660 816 975",
+    "MS": "228 601 662 769",
+    "MT": "406",
+    "NC": "252 336 472 704 743 828 910 919 980 984",
+    "ND": "701",
+    "NE": "308 402 531",
+    "NH": "603",
+    "NJ": "201 551 609 640 732 848 856 862 908 973",
+    "NM": "505 575",
+    "NV": "702 725 775",
+    "NY": "212 315 329 332 347 363 516 518 585 607 631 646 680 716 718 838 845 914 917 929 934",
+    "OH": "216 220 234 283 326 330 380 419 440 513 567 614 740 937",
+    "OK": "405 539 572 580 918",
+    "OR": "458 503 541 971",
+    "PA": "215 223 267 272 412 445 484 570 582 610 717 724 814 835 878",
+    "RI": "401",
+    "SC": "803 821 839 843 854 864",
+    "SD": "605",
+    "TN": "423 615 629 731 865 901 931",
+    "TX": (
+        "210 214 254 281 325 346 361 409 430 432 469 512 682 713 726 737 806 817 830 832 903"
+        " 915 936 940 945 956 972 979"
+    ),
+    "UT": "385 435 801",
+    "VA": "276 434 540 571 686 703 757 804 826 948",
+    "VT": "802",
+    "WA": "206 253 360 425 509 564",
+    "WI": "262 274 353 414 534 608 715 920",
+    "WV": "304 681",
+    "WY": "307",
+}
+
+AREA_CODE_STATE: Mapping[str, str] = MappingProxyType(
+    {code: state for state, codes in _STATE_AREA_CODES.items() for code in codes.split()}
+)
+"""Three-digit US area code -> two-letter state (DC included)."""
+
+# Geocoder descriptions are either a state name ("Texas"), a city with a state code
+# ("Austin, TX"), or one of the two Washingtons.
+_STATE_NAMES: Mapping[str, str] = {
+    "Alabama": "AL",
+    "Alaska": "AK",
+    "Arizona": "AZ",
+    "Arkansas": "AR",
+    "California": "CA",
+    "Colorado": "CO",
+    "Connecticut": "CT",
+    "Delaware": "DE",
+    "District of Columbia": "DC",
+    "Washington D.C.": "DC",
+    "Florida": "FL",
+    "Georgia": "GA",
+    "Hawaii": "HI",
+    "Idaho": "ID",
+    "Illinois": "IL",
+    "Indiana": "IN",
+    "Iowa": "IA",
+    "Kansas": "KS",
+    "Kentucky": "KY",
+    "Louisiana": "LA",
+    "Maine": "ME",
+    "Maryland": "MD",
+    "Massachusetts": "MA",
+    "Michigan": "MI",
+    "Minnesota": "MN",
+    "Mississippi": "MS",
+    "Missouri": "MO",
+    "Montana": "MT",
+    "Nebraska": "NE",
+    "Nevada": "NV",
+    "New Hampshire": "NH",
+    "New Jersey": "NJ",
+    "New Mexico": "NM",
+    "New York": "NY",
+    "North Carolina": "NC",
+    "North Dakota": "ND",
+    "Ohio": "OH",
+    "Oklahoma": "OK",
+    "Oregon": "OR",
+    "Pennsylvania": "PA",
+    "Rhode Island": "RI",
+    "South Carolina": "SC",
+    "South Dakota": "SD",
+    "Tennessee": "TN",
+    "Texas": "TX",
+    "Utah": "UT",
+    "Vermont": "VT",
+    "Virginia": "VA",
+    "Washington": "WA",
+    "Washington State": "WA",
+    "West Virginia": "WV",
+    "Wisconsin": "WI",
+    "Wyoming": "WY",
+}
+_STATE_CODES = frozenset(_STATE_NAMES.values())
+
+
+def normalize(raw: str | None, default_region: str = "US") -> str | None:
+    """Return `raw` as E.164 ("+15125550123"), or None when it is empty or not a real number.
+
+    `default_region` is the location's country, used when the input has no "+" prefix.
+    Only valid numbers pass: a merely "possible" one (like a 7-digit local number) would
+    become a dedupe key nobody can text.
+    """
+    if raw is None or not raw.strip():
+        return None
+    number = _parse(raw, default_region)
+    if number is None:
+        return None
+    return phonenumbers.format_number(number, PhoneNumberFormat.E164)
+
+
+def region_of(e164: str) -> str | None:
+    """ISO country code of a normalized number ("US", "CA", "GB"), or None if invalid."""
+    number = _parse(e164, None)
+    if number is None:
+        return None
+    return phonenumbers.region_code_for_number(number)
+
+
+def us_state_of(e164: str) -> str | None:
+    """Two-letter US state from the area code, or None outside the US or for toll-free.
+
+    Only the area code is used, so fictional 555 exchanges still resolve; state texting
+    laws go by the number's area code, not by where the exchange was issued.
+    """
+    number = _parse(e164, None)
+    if number is None or phonenumbers.region_code_for_number(number) != "US":
+        return None
+    return AREA_CODE_STATE.get(str(number.national_number)[:3])
+
+
+def timezone_of(e164: str, fallback: str) -> str:
+    """The recipient's IANA zone when the number maps to exactly one, else `fallback`.
+
+    Several candidates are never collapsed, even when they share today's UTC offset:
+    their DST rules can differ (America/Denver vs America/Phoenix), and a guess that is
+    wrong for half the year would text people at 8 a.m. instead of 9 a.m.
+    """
+    number = _parse(e164, None)
+    if number is None:
+        return fallback
+    zones = _pn_timezone.time_zones_for_number(number)
+    if len(zones) == 1 and zones[0] != _UNKNOWN_ZONE:
+        return zones[0]
+    return fallback
+
+
+def derive_area_code_states() -> dict[str, str]:
+    """Rebuild `AREA_CODE_STATE` from phonenumbers' geocoder (slow: ~0.5 s, ~100 MB).
+
+    For maintainers and the drift test, never for the daemon's hot path. An area code
+    whose own entry is missing takes the state its longer prefixes agree on; an area code
+    whose prefixes disagree, or that is not a US geographic code, is left out.
+    """
+    from phonenumbers.geodata import GEOCODE_DATA  # deferred: the import is the slow part
+
+    table: dict[str, str] = {}
+    for area_code in range(200, 1000):
+        sample = phonenumbers.parse(f"+1{area_code}2345678")
+        if phonenumbers.region_code_for_number(sample) != "US":
+            continue
+        if not phonenumbers.is_valid_number(sample):
+            continue
+        prefix = f"1{area_code}"
+        own = GEOCODE_DATA.get(prefix, {}).get("en")
+        if own is not None:
+            states = {_state_from_description(own)}
+        else:
+            states = {
+                _state_from_description(names["en"])
+                for key, names in GEOCODE_DATA.items()
+                if key.startswith(prefix) and "en" in names
+            }
+        if len(states) == 1:
+            (state,) = states
+            if state is not None:
+                table[str(area_code)] = state
+    return table
+
+
+def _state_from_description(description: str) -> str | None:
+    head, _, tail = description.rpartition(", ")
+    if head and tail in _STATE_CODES:
+        return tail
+    return _STATE_NAMES.get(description)
+
+
+def _parse(raw: str, region: str | None) -> PhoneNumber | None:
+    try:
+        number = phonenumbers.parse(raw, region)
+    except NumberParseException:
+        return None
+    return number if phonenumbers.is_valid_number(number) else None
