@@ -93,7 +93,7 @@ def parse_window(text: str) -> Window:
             f'expected {_WINDOW_FORMAT} with hours 00-23 (end may be 24:00), got "{text}"'
         )
     start, end = start_h * 60 + start_m, end_h * 60 + end_m
-    if start == end % MINUTES_PER_DAY:
+    if start == end:
         raise ValueError(
             f"expected {_WINDOW_FORMAT} with different start and end "
             f'(use "00:00-24:00" for all day), got "{text}"'
@@ -122,15 +122,15 @@ class QuietHours:
         self._by_state: dict[str, tuple[Window | None, ...]] = {}
         for state, days in rules.items():
             key = state.upper()
-            effective = []
+            unknown = set(days) - set(_EVERY_DAY)
+            if unknown:
+                raise ValueError(f"{key}: weekdays are 0 (Mon) to 6 (Sun), got {sorted(unknown)}")
+            effective: list[Window | None] = []
             for weekday in _EVERY_DAY:
                 rule = days.get(weekday, default)
                 if rule is not None:
                     _check_same_day(rule, f"{key}[{weekday}]")
                 effective.append(None if rule is None else _intersect(default, rule))
-            unknown = set(days) - set(_EVERY_DAY)
-            if unknown:
-                raise ValueError(f"{key}: weekdays are 0 (Mon) to 6 (Sun), got {sorted(unknown)}")
             if all(window is None for window in effective):
                 # next_allowed must always find an opening; say so here, not at send time.
                 raise ValueError(f"{key}: no day of the week leaves a sending window")
@@ -298,7 +298,7 @@ def _check_window(window: Window, where: str) -> None:
     start, end = window
     if not (0 <= start < MINUTES_PER_DAY and 0 <= end <= MINUTES_PER_DAY):
         raise ValueError(f"{where}: window {window} is outside 0..1440 minutes")
-    if start == end % MINUTES_PER_DAY:
+    if start == end:
         raise ValueError(f"{where}: window {window} has equal start and end")
 
 

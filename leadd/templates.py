@@ -40,6 +40,7 @@ KNOWN_VARIABLES: frozenset[str] = frozenset(
 
 _OPEN = "{{"
 _CLOSE = "}}"
+_BLOCK = "{%"
 _SPACE_RE = re.compile(r"\s*")
 # Names start with a letter, which also keeps dunder names like __import__ out.
 _PATH_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]*(?:\.[A-Za-z][A-Za-z0-9_]*)*")
@@ -209,6 +210,10 @@ class _Parser:
             stray = text.find(_CLOSE, self._pos, literal_end)
             if stray >= 0:
                 raise self._error(f"'{_CLOSE}' without a matching '{_OPEN}'", stray)
+            block = text.find(_BLOCK, self._pos, literal_end)
+            if block >= 0:
+                # Say so rather than send Jinja-looking text to customers verbatim.
+                raise self._error(f"'{_BLOCK}' blocks are not supported", block)
             if literal_end > self._pos:
                 parts.append(text[self._pos : literal_end])
             if opening < 0:

@@ -1,0 +1,475 @@
+"""Twilio Programmable Messaging over plain aiohttp: send an SMS, find one after a crash, check
+webhook signatures.
+
+No Twilio SDK at runtime: its async client pulls in `requests` and `aiohttp-retry`, retries on
+its own (hiding 429s we want to see), and we need only three calls. Wire facts (endpoints,
+codes, the signature algorithm) are in docs/reference messaging.md §1-§6.
+
+`send_sms` never raises for provider or network trouble: it classifies the outcome into a
+`SendResult` so the caller decides about retries in one place. `find_sent` is the opposite:
+reconciliation must never guess, so it raises `TwilioError` whenever it cannot be sure.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import email.utils
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any, Protocol
+from urllib.parse import urlparse
+
+import aiohttp
+
+from leadd.backoff import Backoff
+from leadd.logs import get_logger
+from leadd.providers.result import SendResult, dry_run_result, parse_retry_after
+from leadd.ratelimit import RateLimiter
+
+log = get_logger(__name__)
+
+API_VERSION = "2010-04-01"
+DEFAULT_BASE_URL = "https://api.twilio.com"
+SIGNATURE_HEADER = "X-Twilio-Signature"
+
+# 21610: the recipient texted STOP (or the carrier opted them out). Twilio refuses every later
+# send from this sender/service until they text START, so the lead must be marked opted out.
+OPT_OUT_CODES = frozenset({21610})
+# The number can never receive SMS from us: 21211 invalid 'To', 21614 not a mobile number,
+# 21612 'To' not reachable via SMS from this sender, 21408 destination region not enabled,
+# 21606 'From' cannot send to this destination. Permanent for the (recipient, sender) pair.
+INVALID_RECIPIENT_CODES = frozenset({21211, 21614, 21408, 21612, 21606})
+# 20429: REST concurrency exceeded ("safe to retry after backing off"); 21611: this sender
+# already has more than 10 hours of messages queued at its MPS. Both mean "slow down".
+THROTTLE_CODES = frozenset({20429, 21611})
+# 20003: authentication failed. Permanent until an operator fixes the credentials.
+AUTH_CODES = frozenset({20003})
+
+# Without a Retry-After, a throttled sender pauses for an exponential delay in the number of
+# consecutive throttles it has seen, so a sustained 429 storm does not hammer Twilio.
+_THROTTLE_BACKOFF = Backoff(base=1.0, cap=30.0, jitter=0.2)
+# Reconciliation looks back this far before `since`: Twilio's date_created has one-second
+# resolution and the daemon's clock may drift from Twilio's.
+RECONCILE_SLACK = dt.timedelta(seconds=60)
+RECONCILE_PAGE_SIZE = 50
+# More pages than this for one (To, From, day) means something is wrong; refuse to guess.
+MAX_RECONCILE_PAGES = 20
+_MAX_ERROR_TEXT = 300
+
+
+class TwilioError(Exception):
+    """Twilio could not answer a reconciliation query; retry it later, never assume."""
+
+    def __init__(self, message: str, *, http_status: int | None = None, code: str | None = None):
+        super().__init__(message)
+        self.http_status = http_status
+        self.code = code
+
+
+class _MultiValued(Protocol):
+    def getall(self, key: str) -> list[str]: ...
+
+
+class TwilioClient:
+    """One Twilio account. Paces each sender number on the client side.
+
+    Twilio queues per sender at its MPS and fails anything queued longer than 10 hours, so
+    we keep each `From` at `messages_per_second` ourselves: one RateLimiter per sender, and a
+    429 pauses that sender's limiter so all its in-flight coroutines back off together.
+    """
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession | None,
+        *,
+        base_url: str,
+        account_sid: str,
+        auth_token: str,
+        messages_per_second: float = 1.0,
+        timeout: float = 15.0,
+    ) -> None:
+        if messages_per_second <= 0:
+            raise ValueError("messages_per_second must be positive")
+        self._session = session
+        self._owns_session = session is None
+        self._base_url = (base_url or DEFAULT_BASE_URL).rstrip("/")
+        self._account_sid = account_sid
+        self._auth_token = auth_token
+        self._mps = messages_per_second
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._limiters: dict[str, RateLimiter] = {}
+        self._throttled: dict[str, int] = {}
+
+    @property
+    def dry_run(self) -> bool:
+        """No credentials means no network: development and staging run end to end safely."""
+        return not (self._account_sid and self._auth_token)
+
+    @property
+    def messages_url(self) -> str:
+        return f"{self._base_url}/{API_VERSION}/Accounts/{self._account_sid}/Messages.json"
+
+    async def close(self) -> None:
+        """Close the session only if this client created it."""
+        if self._owns_session and self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def __aenter__(self) -> TwilioClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def limiter(self, from_: str) -> RateLimiter:
+        """The RateLimiter for one sender number, created on first use."""
+        lim = self._limiters.get(from_)
+        if lim is None:
+            lim = self._limiters[from_] = RateLimiter(self._mps)
+        return lim
+
+    async def send_sms(
+        self, *, to: str, from_: str, body: str, status_callback: str | None
+    ) -> SendResult:
+        """Create one outbound Message. Never raises for HTTP or network failures.
+
+        A "retry" after a 5xx or a timeout may still have been accepted by Twilio (Messages
+        create has no idempotency key): the caller should `find_sent` before resending.
+        """
+        if self.dry_run:
+            result = dry_run_result()
+            log.info("twilio.sms.dry_run", to=to, from_=from_, sid=result.provider_id)
+            return result
+
+        limiter = self.limiter(from_)
+        await limiter.acquire()
+        form = [("To", to), ("From", from_), ("Body", body)]
+        if status_callback is not None:
+            form.append(("StatusCallback", status_callback))
+
+        session = self._get_session()
+        started = time.monotonic()
+        try:
+            async with session.post(
+                self.messages_url,
+                data=form,
+                headers=self._headers(),
+                timeout=self._timeout,
+            ) as resp:
+                text = await resp.text(errors="replace")
+                latency = time.monotonic() - started
+                result = self._classify(resp.status, resp.headers, text, latency, from_)
+        except TimeoutError:
+            result = _transport_failure("timeout", "request timed out", started)
+        except aiohttp.ClientError as exc:
+            result = _transport_failure("connection", f"{type(exc).__name__}: {exc}", started)
+
+        self._log_result(result, to=to, from_=from_)
+        return result
+
+    async def find_sent(
+        self, *, to: str, from_: str, since: dt.datetime, body: str | None = None
+    ) -> str | None:
+        """The SID of a message we already sent to `to` from `from_` since `since`, or None.
+
+        For reconciliation after a crash or an ambiguous failure: Twilio has no idempotency
+        key, so before resending we ask whether the first attempt went through. Lists with
+        `DateSent>=<UTC day of since - 60 s>`, follows `next_page_uri`, and matches
+        `date_created >= since - 60 s` (and the exact body, when given).
+
+        Raises TwilioError on any non-2xx, network error or unreadable page: the caller must
+        retry the reconciliation later rather than assume "not sent" and send twice.
+        """
+        if since.tzinfo is None:
+            raise ValueError("since must be timezone-aware")
+        if self.dry_run:
+            return None
+        since_utc = since.astimezone(dt.UTC)
+        cutoff = since_utc - RECONCILE_SLACK
+        # On the wire this is `DateSent%3E=2025-11-25`, which Twilio documents as
+        # `DateSent>=2025-11-25` (the SDK's `date_sent_after`); day resolution only.
+        params: dict[str, str] | None = {
+            "To": to,
+            "From": from_,
+            "DateSent>": cutoff.date().isoformat(),
+            "PageSize": str(RECONCILE_PAGE_SIZE),
+        }
+        url = self.messages_url
+        for _ in range(MAX_RECONCILE_PAGES):
+            page = await self._get_json(url, params)
+            sid = _match_message(page, to=to, from_=from_, cutoff=cutoff, body=body)
+            if sid is not None:
+                log.info("twilio.reconcile.found", to=to, from_=from_, sid=sid)
+                return sid
+            next_uri = page.get("next_page_uri")
+            if not next_uri:
+                return None
+            if not isinstance(next_uri, str) or not next_uri.startswith("/"):
+                raise TwilioError(f"unexpected next_page_uri: {next_uri!r}")
+            # next_page_uri is relative to the API host and already carries every filter.
+            url, params = self._base_url + next_uri, None
+        raise TwilioError(f"more than {MAX_RECONCILE_PAGES} pages of messages; refusing to guess")
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _headers(self) -> dict[str, str]:
+        # Built by hand: aiohttp 3.14 deprecates BasicAuth, and its replacement
+        # (encode_basic_auth) does not exist in the older aiohttp versions we support.
+        creds = f"{self._account_sid}:{self._auth_token}".encode()
+        return {
+            "Authorization": "Basic " + base64.b64encode(creds).decode("ascii"),
+            "Accept": "application/json",
+        }
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            if not self._owns_session:
+                raise RuntimeError("the aiohttp session passed to TwilioClient is closed")
+            self._session = aiohttp.ClientSession()
+        return self._session
+
+    def _classify(
+        self,
+        status: int,
+        headers: Mapping[str, str],
+        text: str,
+        latency: float,
+        from_: str,
+    ) -> SendResult:
+        if 200 <= status < 300:
+            self._throttled.pop(from_, None)
+            data = _json_object(text)
+            sid = data.get("sid") if data else None
+            if not isinstance(sid, str):
+                # Accepted (and billed) but unreadable: report "sent" so nothing resends it.
+                log.warning("twilio.sms.sent_without_sid", http_status=status)
+                sid = None
+            return SendResult("sent", sid, status, None, None, None, latency)
+
+        code, message = parse_error(status, text)
+        code_int = int(code) if code and code.isdigit() else None
+        retry_after = parse_retry_after(headers.get("Retry-After"), time.time())
+
+        if code_int in OPT_OUT_CODES:
+            return SendResult("failed", None, status, code, message, None, latency, opted_out=True)
+        if status == 429 or code_int in THROTTLE_CODES:
+            attempt = self._throttled.get(from_, 0)
+            self._throttled[from_] = attempt + 1
+            pause = retry_after if retry_after is not None else _THROTTLE_BACKOFF.delay(attempt)
+            self.limiter(from_).pause(pause)
+            return SendResult("retry", None, status, code, message, retry_after, latency)
+        if status >= 500:
+            if retry_after is not None:
+                self.limiter(from_).pause(retry_after)
+            return SendResult("retry", None, status, code, message, retry_after, latency)
+        return SendResult("failed", None, status, code, message, None, latency)
+
+    async def _get_json(self, url: str, params: Mapping[str, str] | None) -> dict[str, Any]:
+        session = self._get_session()
+        try:
+            async with session.get(
+                url,
+                params=params,
+                headers=self._headers(),
+                timeout=self._timeout,
+            ) as resp:
+                text = await resp.text(errors="replace")
+                if not 200 <= resp.status < 300:
+                    code, message = parse_error(resp.status, text)
+                    raise TwilioError(
+                        f"listing messages failed: HTTP {resp.status} {code}: {message}",
+                        http_status=resp.status,
+                        code=code,
+                    )
+        except TimeoutError as exc:
+            raise TwilioError("listing messages timed out") from exc
+        except aiohttp.ClientError as exc:
+            raise TwilioError(f"listing messages failed: {type(exc).__name__}: {exc}") from exc
+        page = _json_object(text)
+        if page is None or not isinstance(page.get("messages"), list):
+            raise TwilioError("listing messages returned an unreadable page")
+        return page
+
+    @staticmethod
+    def _log_result(result: SendResult, *, to: str, from_: str) -> None:
+        fields: dict[str, Any] = {
+            "to": to,
+            "from_": from_,
+            "http_status": result.http_status,
+            "latency": round(result.latency, 3),
+        }
+        if result.outcome == "sent":
+            log.info("twilio.sms.sent", sid=result.provider_id, **fields)
+        elif result.outcome == "retry":
+            log.warning(
+                "twilio.sms.retry",
+                error_code=result.error_code,
+                error_message=result.error_message,
+                retry_after=result.retry_after,
+                **fields,
+            )
+        else:
+            log.warning(
+                "twilio.sms.failed",
+                error_code=result.error_code,
+                error_message=result.error_message,
+                opted_out=result.opted_out,
+                **fields,
+            )
+
+
+def parse_error(status: int, text: str) -> tuple[str, str | None]:
+    """(code, message) from any Twilio error body; never raises.
+
+    Handles the classic `{code, message, more_info, status}`, RFC 9457 `{title, detail,
+    code}`, camelCase product APIs, and non-JSON bodies (proxies, load balancers). The code
+    falls back to "http_<status>" so metrics always have a label.
+    """
+    data = _json_object(text)
+    code: str | None = None
+    message: str | None = None
+    if data is not None:
+        for key in ("code", "error_code", "errorCode"):
+            raw = data.get(key)
+            if isinstance(raw, int | str) and not isinstance(raw, bool) and str(raw).strip():
+                code = str(raw).strip()
+                break
+        for key in ("message", "detail", "title", "error_message", "errorMessage"):
+            raw = data.get(key)
+            if isinstance(raw, str) and raw.strip():
+                message = raw.strip()
+                break
+    elif text.strip():
+        message = text.strip()[:_MAX_ERROR_TEXT]
+    return code or f"http_{status}", message
+
+
+def compute_signature(auth_token: str, url: str, params: Mapping[str, str] | None) -> str:
+    """X-Twilio-Signature for a request: base64(HMAC-SHA1(token, url + name+value...)).
+
+    Names in sorted order; each name's distinct values in sorted order (twilio-python drops
+    duplicate values, and so must we to agree with Twilio). `params` may be a plain mapping
+    or a multi-dict with `getall` (aiohttp's `await request.post()`), so repeated keys such
+    as `MediaUrl` are all signed.
+    """
+    parts = [url]
+    if params:
+        for name in sorted(set(params)):
+            for value in sorted(set(_values(params, name))):
+                parts.append(name + value)
+    mac = hmac.new(auth_token.encode("utf-8"), "".join(parts).encode("utf-8"), hashlib.sha1)
+    return base64.b64encode(mac.digest()).decode("ascii")
+
+
+def validate_signature(
+    auth_token: str, url: str, params: Mapping[str, str] | None, signature: str | None
+) -> bool:
+    """True when `signature` matches `url` + `params` under `auth_token`.
+
+    Accepts the URL both with and without its default port, as twilio-python's
+    RequestValidator does, because Twilio is not consistent about which one it signs.
+    Compares in constant time; a missing signature or a malformed URL is simply False.
+    """
+    if not signature or not auth_token:
+        return False
+    try:
+        with_port, without_port = _url_variants(url)
+    except ValueError:
+        return False
+    expected = signature.strip().encode("utf-8")
+    ok_with = hmac.compare_digest(
+        compute_signature(auth_token, with_port, params).encode(), expected
+    )
+    ok_without = hmac.compare_digest(
+        compute_signature(auth_token, without_port, params).encode(), expected
+    )
+    return ok_with or ok_without
+
+
+def _url_variants(url: str) -> tuple[str, str]:
+    """(url with the scheme's default port added, url with any port removed).
+
+    Built exactly as twilio-python's `add_port`/`remove_port` (urlparse + geturl), so a URL
+    canonicalises the same way on both sides.
+    """
+    parsed = urlparse(url)
+    if parsed.port:  # .port raises ValueError on a malformed port
+        with_port = parsed.geturl()
+        without_port = parsed._replace(netloc=parsed.netloc.split(":")[0]).geturl()
+    else:
+        default = 443 if parsed.scheme == "https" else 80
+        with_port = parsed._replace(netloc=f"{parsed.netloc}:{default}").geturl()
+        without_port = parsed.geturl()
+    return with_port, without_port
+
+
+def _values(params: Mapping[str, str] | _MultiValued, name: str) -> Iterable[str]:
+    getall = getattr(params, "getall", None)
+    if callable(getall):
+        return [str(v) for v in getall(name)]
+    getlist = getattr(params, "getlist", None)
+    if callable(getlist):
+        return [str(v) for v in getlist(name)]
+    return [str(params[name])]  # type: ignore[index]
+
+
+def _match_message(
+    page: Mapping[str, Any], *, to: str, from_: str, cutoff: dt.datetime, body: str | None
+) -> str | None:
+    for msg in page["messages"]:
+        if not isinstance(msg, dict):
+            continue
+        sid = msg.get("sid")
+        if not isinstance(sid, str):
+            continue
+        # Twilio already filtered To/From; re-check so a misbehaving filter cannot match.
+        if msg.get("to") != to or msg.get("from") != from_:
+            continue
+        if body is not None and msg.get("body") != body:
+            continue
+        created = _parse_rfc2822(msg.get("date_created"))
+        if created is None:
+            raise TwilioError(f"message {sid} has an unreadable date_created")
+        if created >= cutoff:
+            return sid
+    return None
+
+
+def _parse_rfc2822(value: object) -> dt.datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
+def _json_object(text: str) -> dict[str, Any] | None:
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _transport_failure(code: str, message: str, started: float) -> SendResult:
+    return SendResult("retry", None, None, code, message, None, time.monotonic() - started)
+
+
+__all__ = [
+    "AUTH_CODES",
+    "INVALID_RECIPIENT_CODES",
+    "OPT_OUT_CODES",
+    "SIGNATURE_HEADER",
+    "THROTTLE_CODES",
+    "TwilioClient",
+    "TwilioError",
+    "compute_signature",
+    "parse_error",
+    "validate_signature",
+]

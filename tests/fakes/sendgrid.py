@@ -1,0 +1,178 @@
+"""A fake SendGrid v3 Mail Send endpoint on a real local socket, for unit and e2e tests.
+
+    async with FakeSendGrid(api_key="SG.test") as fake:
+        client = SendGridClient(session, base_url=fake.url, api_key=fake.api_key, ...)
+        ...
+        assert fake.mails[0]["body"]["personalizations"][0]["to"][0]["email"] == "a@b.example"
+
+It checks what SendGrid checks and the client could get wrong (Bearer key, one JSON body,
+text/plain before text/html, string custom_args) and answers with SendGrid's shapes: 202 with
+`X-Message-Id` and an empty body, `{"errors": [{message, field, help}]}` otherwise, and
+`X-RateLimit-*` headers on 429.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import time
+from collections import deque
+from contextlib import suppress
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import hdrs, web
+
+RATE_LIMIT = 600
+
+
+@dataclass(frozen=True)
+class _CannedFailure:
+    status: int
+    reset_in: float
+    message: str
+
+
+def _errors(status: int, message: str, field: str | None = None, **headers: str) -> web.Response:
+    return web.json_response(
+        {"errors": [{"message": message, "field": field, "help": None}]},
+        status=status,
+        headers=headers or None,
+    )
+
+
+class FakeSendGrid:
+    """Records every accepted mail in `mails` as {"body", "headers", "message_id", "received_at"}.
+
+    Like FakeTwilio, an accepted mail is recorded before the `delay`, so a client timeout
+    means "SendGrid has it, the client does not know".
+    """
+
+    def __init__(self, *, api_key: str = "SG.test-key", host: str = "127.0.0.1") -> None:
+        self.api_key = api_key
+        self.host = host
+        self.mails: list[dict[str, Any]] = []
+        self.delay = 0.0
+        self._failures: deque[_CannedFailure] = deque()
+        self._runner: web.AppRunner | None = None
+        self._closing = asyncio.Event()
+        self.url = ""
+
+    async def start(self) -> FakeSendGrid:
+        """Listen on a random local port; `url` is the base_url to give the client."""
+        app = web.Application()
+        app.router.add_post("/v3/mail/send", self._send)
+        self._closing = asyncio.Event()
+        self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, 0)
+        await site.start()
+        self.url = f"http://{self.host}:{self._runner.addresses[0][1]}"
+        return self
+
+    async def stop(self) -> None:
+        """Stop listening; delayed responses still in flight are cut short."""
+        self._closing.set()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> FakeSendGrid:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def fail_next(
+        self, n: int = 1, *, status: int = 429, reset_in: float = 1, message: str | None = None
+    ) -> None:
+        """Answer the next `n` sends with this status. A 429 carries X-RateLimit-Reset
+        `reset_in` seconds from now, as SendGrid's rate-limited endpoints do."""
+        text = message or {
+            429: "too many requests",
+            400: "Bad Request",
+            401: "The provided authorization grant is invalid, expired, or revoked",
+            403: "The from address does not match a verified Sender Identity.",
+        }.get(status, "Internal server error")
+        for _ in range(n):
+            self._failures.append(_CannedFailure(status, reset_in, text))
+
+    async def _send(self, request: web.Request) -> web.StreamResponse:
+        received_at = time.monotonic()
+        if request.headers.get(hdrs.AUTHORIZATION) != f"Bearer {self.api_key}":
+            return _errors(401, "The provided authorization grant is invalid, expired, or revoked")
+        if self._failures:
+            failure = self._failures.popleft()
+            await self._wait_delay()
+            return self._canned(failure)
+        raw = await request.read()
+        try:
+            body = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            return _errors(415, "Invalid UTF-8 in request")
+        except ValueError:
+            return _errors(400, "Bad Request", None)
+        problem = _validate(body)
+        if problem is not None:
+            return _errors(400, problem[1], problem[0])
+        message_id = secrets.token_urlsafe(16)
+        self.mails.append(
+            {
+                "body": body,
+                "headers": dict(request.headers),
+                "message_id": message_id,
+                "received_at": received_at,
+            }
+        )
+        await self._wait_delay()
+        return web.Response(status=202, headers={"X-Message-Id": message_id})
+
+    def _canned(self, failure: _CannedFailure) -> web.Response:
+        if failure.status == 429:
+            return _errors(
+                429,
+                failure.message,
+                **{
+                    "X-RateLimit-Limit": str(RATE_LIMIT),
+                    "X-RateLimit-Remaining": "0",
+                    "X-RateLimit-Reset": str(int(time.time() + failure.reset_in)),
+                },
+            )
+        return _errors(failure.status, failure.message)
+
+    async def _wait_delay(self) -> None:
+        if self.delay > 0:
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._closing.wait(), self.delay)
+
+
+def _validate(body: Any) -> tuple[str | None, str] | None:
+    """(field, message) for the mistakes SendGrid rejects with 400, else None."""
+    if not isinstance(body, dict):
+        return None, "Bad Request"
+    personalizations = body.get("personalizations")
+    if not isinstance(personalizations, list) or not personalizations:
+        return "personalizations", "The personalizations field is required."
+    for i, p in enumerate(personalizations):
+        if not isinstance(p, dict) or not p.get("to"):
+            return f"personalizations.{i}.to", "The to array is required."
+        for key, value in (p.get("custom_args") or {}).items():
+            if not isinstance(value, str) or not value:
+                return (
+                    f"personalizations.{i}.custom_args.{key}",
+                    "Custom args values must be non-empty strings.",
+                )
+    sender = body.get("from")
+    if not isinstance(sender, dict) or not sender.get("email"):
+        return "from.email", "The from email does not contain a valid address."
+    if not body.get("subject") and not body.get("template_id"):
+        return "subject", "The subject is required."
+    content = body.get("content")
+    if not isinstance(content, list) or not content:
+        return "content", "Unless a valid template_id is provided, content is required."
+    if content[0].get("type") != "text/plain" and any(
+        c.get("type") == "text/plain" for c in content
+    ):
+        return "content.0.type", "The text/plain content type must be first."
+    return None

@@ -1,0 +1,362 @@
+"""Quiet hours, business hours, keywords and frequency caps, at pinned instants."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from leadd.compliance import (
+    DEFAULT_STATE_RULES,
+    HELP_KEYWORDS,
+    OPT_IN_KEYWORDS,
+    OPT_OUT_KEYWORDS,
+    BusinessHours,
+    QuietHours,
+    classify_keyword,
+    next_slot_under_cap,
+    parse_window,
+    within_cap,
+)
+
+CHICAGO = "America/Chicago"
+NEW_YORK = "America/New_York"
+
+
+def local(tz: str, year: int, month: int, day: int, hour: int, minute: int = 0) -> datetime:
+    """An instant given by its wall time in `tz`, expressed in UTC like callers pass it."""
+    return datetime(year, month, day, hour, minute, tzinfo=ZoneInfo(tz)).astimezone(UTC)
+
+
+def utc(year: int, month: int, day: int, hour: int, minute: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, tzinfo=UTC)
+
+
+# parse_window
+
+
+@pytest.mark.parametrize(
+    ("text", "window"),
+    [
+        ("09:00-17:30", (540, 1050)),
+        ("9:00-17:00", (540, 1020)),
+        (" 08:00 - 24:00 ", (480, 1440)),
+        ("00:00-24:00", (0, 1440)),
+        ("22:00-02:00", (1320, 120)),
+        ("18:00-00:00", (1080, 0)),
+    ],
+)
+def test_parse_window(text: str, window: tuple[int, int]) -> None:
+    assert parse_window(text) == window
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["9-5", "", "09:00", "09:00-17", "9am-5pm", "25:00-26:00", "09:60-10:00", "09:00-24:30"],
+)
+def test_parse_window_errors_name_the_format_and_input(text: str) -> None:
+    with pytest.raises(ValueError, match='expected "HH:MM-HH:MM"') as info:
+        parse_window(text)
+    assert f'got "{text}"' in str(info.value)
+
+
+@pytest.mark.parametrize("text", ["09:00-09:00", "00:00-00:00", "24:00-05:00"])
+def test_parse_window_rejects_empty_or_24h_start(text: str) -> None:
+    with pytest.raises(ValueError, match="HH:MM-HH:MM"):
+        parse_window(text)
+
+
+# QuietHours
+
+
+def test_late_evening_defers_to_next_morning() -> None:
+    quiet = QuietHours()
+    now = local(CHICAGO, 2026, 6, 10, 22, 30)
+    assert not quiet.allowed(now, CHICAGO, None)
+    assert quiet.next_allowed(now, CHICAGO, None) == local(CHICAGO, 2026, 6, 11, 9, 0)
+
+
+def test_one_minute_before_opening_waits_for_opening() -> None:
+    quiet = QuietHours()
+    now = local(CHICAGO, 2026, 6, 10, 8, 59)
+    assert not quiet.allowed(now, CHICAGO, None)
+    opening = quiet.next_allowed(now, CHICAGO, None)
+    assert opening == local(CHICAGO, 2026, 6, 10, 9, 0)
+    assert opening.tzinfo is UTC
+
+
+def test_inside_window_sends_now() -> None:
+    quiet = QuietHours()
+    now = local(CHICAGO, 2026, 6, 10, 10, 0)
+    assert quiet.allowed(now, CHICAGO, None)
+    assert quiet.next_allowed(now, CHICAGO, None) == now
+
+
+def test_window_end_is_exclusive() -> None:
+    quiet = QuietHours()
+    assert quiet.allowed(local(CHICAGO, 2026, 6, 10, 19, 59), CHICAGO, None)
+    assert not quiet.allowed(local(CHICAGO, 2026, 6, 10, 20, 0), CHICAGO, None)
+
+
+def test_texas_sunday_starts_at_noon() -> None:
+    quiet = QuietHours()
+    sunday_ten = local(CHICAGO, 2026, 6, 14, 10, 0)
+    assert not quiet.allowed(sunday_ten, CHICAGO, "TX")
+    assert quiet.next_allowed(sunday_ten, CHICAGO, "TX") == local(CHICAGO, 2026, 6, 14, 12, 0)
+    # Without the state rule the same instant is fine, and on Saturday Texas is too.
+    assert quiet.allowed(sunday_ten, CHICAGO, None)
+    assert quiet.allowed(local(CHICAGO, 2026, 6, 13, 10, 0), CHICAGO, "TX")
+
+
+def test_rhode_island_saturday_evening_waits_for_sunday_ten() -> None:
+    quiet = QuietHours()
+    now = local(NEW_YORK, 2026, 6, 13, 17, 30)
+    assert not quiet.allowed(now, NEW_YORK, "RI")
+    assert quiet.next_allowed(now, NEW_YORK, "RI") == local(NEW_YORK, 2026, 6, 14, 10, 0)
+
+
+def test_state_code_is_case_insensitive() -> None:
+    quiet = QuietHours()
+    sunday_ten = local(CHICAGO, 2026, 6, 14, 10, 0)
+    assert not quiet.allowed(sunday_ten, CHICAGO, "tx")
+
+
+def test_state_rule_narrows_a_wider_default() -> None:
+    """With the federal 8-21 default, Florida's 8-20 rule still stops the 20:30 send."""
+    quiet = QuietHours(default=(8 * 60, 21 * 60))
+    assert quiet.allowed(local(NEW_YORK, 2026, 6, 10, 20, 30), NEW_YORK, None)
+    assert not quiet.allowed(local(NEW_YORK, 2026, 6, 10, 20, 30), NEW_YORK, "FL")
+    assert quiet.allowed(local(NEW_YORK, 2026, 6, 10, 8, 30), NEW_YORK, "FL")
+    # The default 9:00 start wins over Florida's 8:00 when the default is narrower.
+    assert not QuietHours().allowed(local(NEW_YORK, 2026, 6, 10, 8, 30), NEW_YORK, "FL")
+
+
+def test_default_state_rules_cover_the_documented_states() -> None:
+    assert set(DEFAULT_STATE_RULES) == {"TX", "RI", "FL", "OK", "MD", "NJ", "MS", "CT"}
+    assert DEFAULT_STATE_RULES["TX"][6] == (720, 1260)
+    assert DEFAULT_STATE_RULES["RI"][5] == (600, 1020)
+
+
+def test_day_without_window_is_skipped() -> None:
+    quiet = QuietHours(state_rules={"ZZ": {6: None}})
+    saturday_night = local(CHICAGO, 2026, 6, 13, 21, 0)
+    assert quiet.next_allowed(saturday_night, CHICAGO, "ZZ") == local(CHICAGO, 2026, 6, 15, 9)
+    assert not quiet.allowed(local(CHICAGO, 2026, 6, 14, 12, 0), CHICAGO, "ZZ")
+
+
+def test_spring_forward_opening_is_nine_local_daylight_time() -> None:
+    """On 2026-03-08 Chicago moves from UTC-6 to UTC-5: 09:00 is 14:00Z, not 15:00Z."""
+    quiet = QuietHours()
+    saturday_night = local(CHICAGO, 2026, 3, 7, 21, 0)
+    assert quiet.next_allowed(saturday_night, CHICAGO, None) == utc(2026, 3, 8, 14, 0)
+
+
+def test_fall_back_opening_is_nine_local_standard_time() -> None:
+    """On 2026-11-01 Chicago moves from UTC-5 to UTC-6: 09:00 is 15:00Z, not 14:00Z."""
+    quiet = QuietHours()
+    saturday_night = local(CHICAGO, 2026, 10, 31, 21, 0)
+    assert quiet.next_allowed(saturday_night, CHICAGO, None) == utc(2026, 11, 1, 15, 0)
+
+
+def test_opening_inside_spring_forward_gap_moves_to_end_of_gap() -> None:
+    """02:30 does not exist on 2026-03-08 in New York; the clock jumps 02:00 -> 03:00."""
+    quiet = QuietHours(default=(2 * 60 + 30, 10 * 60), state_rules={})
+    now = local(NEW_YORK, 2026, 3, 8, 1, 0)
+    assert quiet.next_allowed(now, NEW_YORK, None) == utc(2026, 3, 8, 7, 0)  # 03:00 EDT
+
+
+def test_opening_at_repeated_wall_time_takes_first_occurrence() -> None:
+    """01:30 happens twice on 2026-11-01 in New York; the first one is 05:30Z (EDT)."""
+    quiet = QuietHours(default=(90, 10 * 60), state_rules={})
+    now = utc(2026, 11, 1, 4, 30)  # 00:30 EDT
+    assert quiet.next_allowed(now, NEW_YORK, None) == utc(2026, 11, 1, 5, 30)
+
+
+def test_naive_datetime_is_rejected() -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        QuietHours().allowed(datetime(2026, 6, 10, 10, 0), CHICAGO, None)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"default": (22 * 60, 2 * 60)}, "cannot cross midnight"),
+        ({"state_rules": {"ZZ": dict.fromkeys(range(7))}}, "no day of the week"),
+        ({"state_rules": {"ZZ": {7: (540, 600)}}}, "weekdays are 0"),
+        ({"default": (0, 1500)}, "outside"),
+        ({"state_rules": {"ZZ": {0: (22 * 60, 1 * 60)}}}, "cannot cross midnight"),
+    ],
+)
+def test_quiet_hours_rejects_bad_configuration(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        QuietHours(**kwargs)  # type: ignore[arg-type]
+
+
+# BusinessHours
+
+SPLIT_AND_OVERNIGHT = BusinessHours(
+    {
+        0: [(13 * 60, 17 * 60), (8 * 60, 12 * 60)],  # Monday, split shift (given unsorted)
+        1: [(8 * 60, 18 * 60)],
+        4: [(22 * 60, 2 * 60)],  # Friday night into Saturday
+        5: [(10 * 60, 16 * 60)],
+        6: [],
+    }
+)
+
+
+def test_split_shift_lunch_break_is_closed() -> None:
+    hours = SPLIT_AND_OVERNIGHT
+    assert hours.is_open(local(CHICAGO, 2026, 6, 8, 11, 59), CHICAGO)
+    lunch = local(CHICAGO, 2026, 6, 8, 12, 30)
+    assert not hours.is_open(lunch, CHICAGO)
+    assert hours.next_open(lunch, CHICAGO) == local(CHICAGO, 2026, 6, 8, 13, 0)
+    assert hours.is_open(local(CHICAGO, 2026, 6, 8, 16, 59), CHICAGO)
+    assert not hours.is_open(local(CHICAGO, 2026, 6, 8, 17, 0), CHICAGO)
+
+
+def test_overnight_shift_spills_into_next_day() -> None:
+    hours = SPLIT_AND_OVERNIGHT
+    assert not hours.is_open(local(CHICAGO, 2026, 6, 12, 21, 59), CHICAGO)  # Friday
+    assert hours.is_open(local(CHICAGO, 2026, 6, 12, 23, 0), CHICAGO)
+    assert hours.is_open(local(CHICAGO, 2026, 6, 13, 1, 59), CHICAGO)  # Saturday
+    after = local(CHICAGO, 2026, 6, 13, 2, 0)
+    assert not hours.is_open(after, CHICAGO)
+    assert hours.next_open(after, CHICAGO) == local(CHICAGO, 2026, 6, 13, 10, 0)
+
+
+def test_next_open_skips_closed_days_and_returns_now_when_open() -> None:
+    hours = SPLIT_AND_OVERNIGHT
+    sunday = local(CHICAGO, 2026, 6, 14, 12, 0)
+    assert not hours.is_open(sunday, CHICAGO)
+    assert hours.next_open(sunday, CHICAGO) == local(CHICAGO, 2026, 6, 15, 8, 0)
+    tuesday = local(CHICAGO, 2026, 6, 9, 9, 0)
+    assert hours.next_open(tuesday, CHICAGO) == tuesday
+    # Tuesday evening: closed Wednesday and Thursday, so Friday 22:00.
+    assert hours.next_open(local(CHICAGO, 2026, 6, 9, 18, 0), CHICAGO) == local(
+        CHICAGO, 2026, 6, 12, 22, 0
+    )
+
+
+def test_never_open_has_no_next_open() -> None:
+    hours = BusinessHours({})
+    now = local(CHICAGO, 2026, 6, 9, 9, 0)
+    assert not hours.is_open(now, CHICAGO)
+    assert hours.next_open(now, CHICAGO) is None
+    assert hours.describe_day(now, CHICAGO) == "closed"
+
+
+def test_describe_day() -> None:
+    hours = SPLIT_AND_OVERNIGHT
+    assert hours.describe_day(local(CHICAGO, 2026, 6, 8, 7, 0), CHICAGO) == (
+        "8:00 AM–12:00 PM, 1:00 PM–5:00 PM"
+    )
+    assert hours.describe_day(local(CHICAGO, 2026, 6, 9, 7, 0), CHICAGO) == "8:00 AM–6:00 PM"
+    assert hours.describe_day(local(CHICAGO, 2026, 6, 12, 7, 0), CHICAGO) == "10:00 PM–2:00 AM"
+    assert hours.describe_day(local(CHICAGO, 2026, 6, 14, 7, 0), CHICAGO) == "closed"
+    assert hours.describe_day(local(CHICAGO, 2026, 6, 10, 7, 0), CHICAGO) == "closed"
+
+
+def test_describe_day_uses_location_calendar() -> None:
+    """Monday 03:00Z is still Sunday evening in Chicago."""
+    assert SPLIT_AND_OVERNIGHT.describe_day(utc(2026, 6, 15, 3, 0), CHICAGO) == "closed"
+    assert SPLIT_AND_OVERNIGHT.describe_day(utc(2026, 6, 15, 3, 0), "UTC") != "closed"
+
+
+def test_business_hours_rejects_bad_weekday_and_empty_shift() -> None:
+    with pytest.raises(ValueError, match="weekdays are 0"):
+        BusinessHours({7: [(540, 600)]})
+    with pytest.raises(ValueError, match="equal start and end"):
+        BusinessHours({0: [(540, 540)]})
+
+
+# Keywords
+
+
+@pytest.mark.parametrize(
+    ("body", "kind"),
+    [
+        (" stop ", "opt_out"),
+        ("Stop", "opt_out"),
+        ("STOP.", "opt_out"),
+        ("stop!", "opt_out"),
+        ("STOPALL", "opt_out"),
+        ("optout", "opt_out"),
+        ("Opt-Out", "opt_out"),
+        ("opt out", "opt_out"),
+        ("unsubscribe", "opt_out"),
+        ("Revoke", "opt_out"),
+        ("quit\n", "opt_out"),
+        ("unstop", "opt_in"),
+        ("START", "opt_in"),
+        ("yes", "opt_in"),
+        ("help", "help"),
+        ("Info", "help"),
+    ],
+)
+def test_classify_keyword(body: str, kind: str) -> None:
+    assert classify_keyword(body) == kind
+
+
+@pytest.mark.parametrize(
+    "body",
+    ["stop texting me please", "stop please", "", "   ", "stopp", "yes please", "help?", "."],
+)
+def test_non_keywords_are_none(body: str) -> None:
+    assert classify_keyword(body) is None
+
+
+def test_keyword_sets_are_disjoint_and_include_fcc_words() -> None:
+    assert not OPT_OUT_KEYWORDS & OPT_IN_KEYWORDS
+    assert not OPT_OUT_KEYWORDS & HELP_KEYWORDS
+    assert {"STOP", "QUIT", "END", "REVOKE", "OPTOUT", "CANCEL", "UNSUBSCRIBE"} <= OPT_OUT_KEYWORDS
+
+
+# Frequency caps
+
+NOW = utc(2026, 6, 10, 15, 0)
+HOUR = timedelta(hours=1)
+
+
+def test_within_cap_counts_only_the_trailing_window() -> None:
+    assert within_cap([], NOW)
+    assert within_cap([NOW - HOUR, NOW - 2 * HOUR], NOW)
+    assert not within_cap([NOW - HOUR, NOW - 2 * HOUR, NOW - 3 * HOUR], NOW)
+    # A send exactly 24 h ago has aged out.
+    assert within_cap([NOW - 24 * HOUR, NOW - 2 * HOUR, NOW - 3 * HOUR], NOW)
+    assert not within_cap([NOW - HOUR], NOW, limit=1)
+    assert within_cap([NOW - 2 * HOUR], NOW, limit=1, window=HOUR)
+
+
+def test_future_sends_count_against_the_cap() -> None:
+    """Clock skew must not let a fourth message through."""
+    assert not within_cap([NOW + HOUR, NOW - HOUR, NOW - 2 * HOUR], NOW)
+
+
+def test_next_slot_is_now_when_under_cap() -> None:
+    assert next_slot_under_cap([NOW - HOUR], NOW, 3, 24 * HOUR) == NOW
+
+
+def test_next_slot_waits_for_oldest_counted_send_to_age_out() -> None:
+    sends = [NOW - HOUR, NOW - 20 * HOUR, NOW - 5 * HOUR, NOW - 30 * HOUR]
+    slot = next_slot_under_cap(sends, NOW, 3, 24 * HOUR)
+    assert slot == NOW + 4 * HOUR  # the send 20 h ago leaves the window
+    assert within_cap(sends, slot)
+    assert not within_cap(sends, slot - timedelta(seconds=1))
+
+
+def test_next_slot_when_far_over_cap() -> None:
+    """Five sends in the window with a limit of 2: all but the newest must age out."""
+    sends = [NOW - k * HOUR for k in (1, 2, 3, 4, 5)]
+    slot = next_slot_under_cap(sends, NOW, 2, 24 * HOUR)
+    assert slot == NOW + 22 * HOUR  # the send 2 h ago leaves the window
+    assert within_cap(sends, slot, limit=2)
+    assert not within_cap(sends, slot - timedelta(seconds=1), limit=2)
+
+
+def test_cap_arguments_are_validated() -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        within_cap([], NOW, limit=0)
+    with pytest.raises(ValueError, match="positive"):
+        next_slot_under_cap([], NOW, 3, timedelta(0))
