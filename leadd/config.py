@@ -20,6 +20,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import phonenumbers
 import yaml
 
+from leadd.compliance import Window, parse_window
+
 T = TypeVar("T")
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -28,9 +30,7 @@ CHANNELS = ("sms", "email")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(:-([^}]*))?\}")
-_WINDOW = re.compile(r"^(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})$")
 
-Window = tuple[int, int]  # minutes from local midnight, [start, end); end <= start crosses midnight
 
 
 class ConfigError(Exception):
@@ -229,19 +229,6 @@ def parse_duration(value: Any) -> float:
     return float(m.group(1)) * _DURATION_UNITS[m.group(2)]
 
 
-def parse_window(text: str) -> Window:
-    m = _WINDOW.match(str(text).strip())
-    if not m:
-        raise ValueError
-    h1, m1, h2, m2 = (int(g) for g in m.groups())
-    if h1 > 23 or m1 > 59 or m2 > 59 or h2 > 24 or (h2 == 24 and m2):
-        raise ValueError
-    start, end = h1 * 60 + m1, h2 * 60 + m2
-    if start == end:
-        raise ValueError
-    return start, end
-
-
 class _Node:
     """A position in the YAML document: reads typed keys and remembers which were used."""
 
@@ -433,6 +420,15 @@ def _str_list(v: Any) -> tuple[str, ...]:
         raise ValueError
     out = tuple(_nonempty(x) for x in v)
     return out
+
+
+def _secret_list(v: Any) -> tuple[str, ...]:
+    """Like _str_list, but empty entries (an unset ${VAR:-}) are dropped, not errors."""
+    if isinstance(v, str):
+        v = [v]
+    if not isinstance(v, list):
+        raise ValueError
+    return tuple(s for s in (_str(x).strip() for x in v) if s)
 
 
 # --------------------------------------------------------------------------- env substitution
@@ -701,9 +697,7 @@ def build(
     shopmonkey = ShopmonkeyConfig(
         base_url=s.get("base_url", _url, "an http(s):// URL", ShopmonkeyConfig.base_url),
         api_key=s.get("api_key", _str, "a string", ""),
-        webhook_secrets=tuple(
-            x for x in s.get("webhook_secrets", _str_list, "a list of secrets", ()) if x
-        ),
+        webhook_secrets=s.get("webhook_secrets", _secret_list, "a list of secrets", ()),
         poll_interval=s.get("poll_interval", _duration, 'a duration such as "30s"', 30.0),
         requests_per_second=s.get("requests_per_second", _pos_float, "a positive number", 2.0),
         poll_lookback=s.get("poll_lookback", _duration, 'a duration such as "1d"', 86400.0),

@@ -115,8 +115,9 @@ class JsonFormatter(logging.Formatter):
 class ConsoleFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         ts = dt.datetime.fromtimestamp(record.created).strftime("%H:%M:%S")
-        fields = getattr(record, "fields", None) or {}
-        kv = " ".join(f"{k}={redact(_jsonable(v))}" for k, v in fields.items())
+        # Redact the mapping as a whole so secret-named keys are masked here too.
+        fields = redact(_jsonable(getattr(record, "fields", None) or {}))
+        kv = " ".join(f"{k}={v}" for k, v in fields.items())
         line = (
             f"{ts} {record.levelname:<7} {record.name}: {redact(record.getMessage())} {kv}".rstrip()
         )

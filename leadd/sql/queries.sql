@@ -44,3 +44,277 @@ DELETE FROM service_catalog WHERE tenant_id = $1 AND location_id = $2;
 
 -- name: insert_service
 INSERT INTO service_catalog (tenant_id, location_id, name, price_cents) VALUES ($1, $2, $3, $4);
+
+-- ======================================================================= leads: intake
+
+-- name: insert_lead
+-- One round trip for a new order: the lead, its first timeline row and its touch points.
+-- ON CONFLICT makes a redelivered or polled order a no-op; the caller then reads the
+-- existing id (a concurrent insert of the same order may not be visible to this snapshot).
+WITH ins AS (
+    INSERT INTO leads (id, tenant_id, location_id, shopmonkey_order_id, order_number, source,
+                       order_version, order_updated_at, order_data, customer_id, vehicle_id,
+                       enrich_after)
+    VALUES ($2, $1, $3, $4, $5, $6, $7, $8, $9, $10, $11, now())
+    ON CONFLICT (tenant_id, shopmonkey_order_id) DO NOTHING
+    RETURNING id
+), ev AS (
+    INSERT INTO lead_events (tenant_id, lead_id, from_state, to_state, cause, detail)
+    SELECT $1, id, NULL, 'new', $12, $13 FROM ins
+), tp AS (
+    INSERT INTO touch_points (tenant_id, lead_id, sequence, step_index, step_name, channel, due_at)
+    SELECT $1, ins.id, $14, s.idx, s.name, s.channel, s.due
+    FROM ins, unnest($15::int[], $16::text[], $17::text[], $18::timestamptz[]) AS s(idx, name, channel, due)
+), chat AS (
+    INSERT INTO chat_sessions (id, tenant_id, lead_id, token)
+    SELECT gen_random_uuid(), $1, id, $19 FROM ins
+)
+SELECT id FROM ins;
+
+-- name: lead_id_by_order
+SELECT id FROM leads WHERE tenant_id = $1 AND shopmonkey_order_id = $2;
+
+-- name: lock_lead_by_order
+SELECT id, state, order_version, order_updated_at FROM leads
+WHERE tenant_id = $1 AND shopmonkey_order_id = $2 FOR UPDATE;
+
+-- name: update_lead_order
+UPDATE leads SET order_data = $3, order_version = $4, order_updated_at = $5,
+    customer_id = $6, vehicle_id = $7, updated_at = now(),
+    -- a customer or vehicle linked later means there is something new to enrich
+    enrichment_status = CASE WHEN customer_id IS DISTINCT FROM $6 OR vehicle_id IS DISTINCT FROM $7
+                             THEN 'partial' ELSE enrichment_status END,
+    enrich_after = CASE WHEN customer_id IS DISTINCT FROM $6 OR vehicle_id IS DISTINCT FROM $7
+                        THEN now() ELSE enrich_after END
+WHERE tenant_id = $1 AND id = $2;
+
+-- name: lock_lead
+SELECT id, state FROM leads WHERE tenant_id = $1 AND id = $2 FOR UPDATE;
+
+-- name: set_lead_state
+UPDATE leads SET state = $3, updated_at = now() WHERE tenant_id = $1 AND id = $2;
+
+-- name: insert_lead_event
+INSERT INTO lead_events (tenant_id, lead_id, from_state, to_state, cause, detail)
+VALUES ($1, $2, $3, $4, $5, $6);
+
+-- name: cancel_lead_touchpoints
+UPDATE touch_points SET state = 'cancelled', last_error = $3, updated_at = now()
+WHERE tenant_id = $1 AND lead_id = $2 AND state = 'scheduled';
+
+-- name: lead_by_id
+SELECT * FROM leads WHERE tenant_id = $1 AND id = $2;
+
+-- name: lead_events
+SELECT from_state, to_state, cause, detail, at FROM lead_events
+WHERE tenant_id = $1 AND lead_id = $2 ORDER BY id;
+
+-- ======================================================================= leads: enrichment
+
+-- name: claim_enrichment
+-- Leased like touch points: two daemons never enrich the same lead at once, and a lead whose
+-- enricher died is picked up again once enrich_after passes.
+UPDATE leads SET enrich_after = now() + make_interval(secs => $3),
+                 enrichment_attempts = enrichment_attempts + 1
+WHERE id IN (
+    SELECT id FROM leads
+    WHERE tenant_id = $1 AND enrichment_status <> 'done' AND enrich_after <= now()
+      AND enrichment_attempts < $4
+    ORDER BY enrich_after
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING *;
+
+-- name: save_enrichment
+UPDATE leads SET first_name = $3, last_name = $4, phone = $5, email = $6, vehicle = $7,
+    services = $8, enrichment_status = $9, enrich_after = $10, last_error = $11, updated_at = now()
+WHERE tenant_id = $1 AND id = $2;
+
+-- name: find_open_lead_for_person
+-- Dedupe of people: the oldest open, unattached lead of the same phone or e-mail within the
+-- window, other than this one.
+SELECT id FROM leads
+WHERE tenant_id = $1 AND id <> $2 AND attached_to IS NULL
+  AND state NOT IN ('completed', 'lost')
+  AND created_at >= now() - make_interval(secs => $5)
+  AND ((phone IS NOT NULL AND phone = $3) OR (email IS NOT NULL AND email = $4))
+ORDER BY created_at
+LIMIT 1;
+
+-- name: attach_lead
+UPDATE leads SET attached_to = $3, updated_at = now() WHERE tenant_id = $1 AND id = $2;
+
+-- ======================================================================= poller
+
+-- name: acquire_lease
+-- One holder per (tenant, name): take a free or expired lease, or renew our own.
+INSERT INTO leases (tenant_id, name, holder, expires_at)
+VALUES ($1, $2, $3, now() + make_interval(secs => $4))
+ON CONFLICT (tenant_id, name) DO UPDATE
+    SET holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at
+    WHERE leases.expires_at < now() OR leases.holder = EXCLUDED.holder
+RETURNING holder;
+
+-- name: release_lease
+DELETE FROM leases WHERE tenant_id = $1 AND name = $2 AND holder = $3;
+
+-- name: get_cursor
+SELECT position FROM cursors WHERE tenant_id = $1 AND name = $2;
+
+-- name: set_cursor
+INSERT INTO cursors (tenant_id, name, position) VALUES ($1, $2, $3)
+ON CONFLICT (tenant_id, name) DO UPDATE SET position = GREATEST(cursors.position, EXCLUDED.position),
+    updated_at = now();
+
+-- name: start_job
+INSERT INTO job_executions (tenant_id, job) VALUES ($1, $2) RETURNING id;
+
+-- name: finish_job
+UPDATE job_executions SET finished_at = now(), status = $3, counts = $4, error = $5
+WHERE tenant_id = $1 AND id = $2;
+
+-- name: recent_jobs
+SELECT * FROM job_executions WHERE tenant_id = $1 AND job = $2 ORDER BY id DESC LIMIT $3;
+
+-- ======================================================================= outreach
+
+-- name: claim_touchpoints
+-- One statement claims due rows: FOR UPDATE SKIP LOCKED lets several daemons claim from the
+-- same table without blocking or double-claiming, and the lease marks the row as in flight.
+-- Leads still waiting for their first enrichment hold their touch points back (no phone yet).
+WITH claimed AS (
+    UPDATE touch_points tp
+    SET state = 'sending', claimed_by = $2, claimed_at = now(),
+        lease_until = now() + make_interval(secs => $3), attempts = tp.attempts + 1,
+        recipient = NULL, sender = NULL, body = NULL, updated_at = now()
+    WHERE tp.id IN (
+        SELECT t.id FROM touch_points t
+        JOIN leads l ON l.tenant_id = t.tenant_id AND l.id = t.lead_id
+        WHERE t.tenant_id = $1 AND t.state = 'scheduled' AND t.due_at <= now()
+          AND l.enrichment_status <> 'pending'
+        ORDER BY t.due_at, t.id
+        LIMIT $4
+        FOR UPDATE OF t SKIP LOCKED
+    )
+    RETURNING tp.*
+)
+SELECT c.*, l.state AS lead_state, l.location_id, l.first_name, l.last_name, l.phone, l.email,
+       l.vehicle, l.services, l.order_number, l.attached_to, l.created_at AS lead_created_at,
+       cs.token AS chat_token
+FROM claimed c
+JOIN leads l ON l.tenant_id = c.tenant_id AND l.id = c.lead_id
+LEFT JOIN chat_sessions cs ON cs.tenant_id = c.tenant_id AND cs.lead_id = c.lead_id;
+
+-- name: claim_stale_sending
+-- Rows left `sending` by a daemon that died mid-send (lease expired). They are re-leased to us
+-- for reconciliation, never blindly resent. prev_claimed_at is when the lost attempt began.
+WITH old AS (
+    SELECT id, claimed_at FROM touch_points
+    WHERE tenant_id = $1 AND state = 'sending' AND lease_until < now()
+    ORDER BY lease_until
+    LIMIT $4
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE touch_points tp
+SET claimed_by = $2, lease_until = now() + make_interval(secs => $3), updated_at = now()
+FROM old
+WHERE tp.id = old.id
+RETURNING tp.*, old.claimed_at AS prev_claimed_at;
+
+-- name: extend_leases
+-- Heartbeat for rows still in flight (rate-limited sends can outlast one lease).
+UPDATE touch_points SET lease_until = now() + make_interval(secs => $3)
+WHERE tenant_id = $1 AND claimed_by = $2 AND state = 'sending' AND id = ANY($4::bigint[]);
+
+-- name: set_sending_details
+-- Written before the provider call, so reconciliation knows what to look for.
+UPDATE touch_points SET recipient = $3, sender = $4, body = $5, updated_at = now()
+WHERE tenant_id = $1 AND id = $2 AND state = 'sending';
+
+-- name: mark_sent
+UPDATE touch_points SET state = 'sent', provider_id = $3, sent_at = now(), dry_run = $4,
+    lease_until = NULL, last_error = NULL, updated_at = now()
+WHERE tenant_id = $1 AND id = $2;
+
+-- name: reschedule_touchpoint
+UPDATE touch_points SET state = 'scheduled', due_at = $3, last_error = $4, claimed_by = NULL,
+    lease_until = NULL, updated_at = now()
+WHERE tenant_id = $1 AND id = $2;
+
+-- name: finish_touchpoint
+-- Terminal outcomes without a send: failed, skipped, cancelled.
+UPDATE touch_points SET state = $3, last_error = $4, lease_until = NULL, updated_at = now()
+WHERE tenant_id = $1 AND id = $2;
+
+-- name: insert_attempt
+INSERT INTO message_attempts (tenant_id, touch_point_id, lead_id, channel, provider, provider_id,
+    http_status, error_code, error_message, latency_ms, outcome, dry_run)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12);
+
+-- name: recent_sms_times
+SELECT sent_at FROM touch_points
+WHERE tenant_id = $1 AND channel = 'sms' AND state = 'sent' AND recipient = $2
+  AND sent_at > now() - interval '24 hours'
+ORDER BY sent_at;
+
+-- name: is_opted_out
+SELECT reason FROM contact_optouts WHERE tenant_id = $1 AND channel = $2 AND address = $3;
+
+-- name: opt_out
+INSERT INTO contact_optouts (tenant_id, channel, address, reason) VALUES ($1, $2, $3, $4)
+ON CONFLICT (tenant_id, channel, address) DO NOTHING;
+
+-- name: opt_in
+DELETE FROM contact_optouts WHERE tenant_id = $1 AND channel = $2 AND address = $3;
+
+-- name: cancel_for_address
+-- Opt-out: every pending touch point of this channel for leads with this phone/e-mail.
+UPDATE touch_points tp SET state = 'cancelled', last_error = $4, updated_at = now()
+FROM leads l
+WHERE tp.tenant_id = $1 AND l.tenant_id = $1 AND l.id = tp.lead_id AND tp.state = 'scheduled'
+  AND tp.channel = $2
+  AND ((tp.channel = 'sms' AND l.phone = $3) OR (tp.channel = 'email' AND l.email = $3));
+
+-- name: set_lead_error
+UPDATE leads SET last_error = $3, updated_at = now() WHERE tenant_id = $1 AND id = $2;
+
+-- name: insert_chat_message
+INSERT INTO chat_messages (tenant_id, lead_id, session_id, direction, channel, address, body, provider_id)
+SELECT $1, $2, cs.id, $3, $4, $5, $6, $7
+FROM (SELECT 1) one LEFT JOIN chat_sessions cs ON cs.tenant_id = $1 AND cs.lead_id = $2
+ON CONFLICT (tenant_id, provider_id) WHERE provider_id IS NOT NULL DO NOTHING
+RETURNING id;
+
+-- name: latest_lead_for_phone
+-- The conversation an inbound SMS belongs to: the newest unattached lead of that phone,
+-- preferring open ones.
+SELECT id, state FROM leads
+WHERE tenant_id = $1 AND phone = $2 AND attached_to IS NULL
+ORDER BY (state IN ('completed', 'lost')), created_at DESC
+LIMIT 1;
+
+-- name: lead_by_chat_token
+SELECT l.id, l.email, l.phone FROM chat_sessions cs JOIN leads l ON l.tenant_id = cs.tenant_id AND l.id = cs.lead_id
+WHERE cs.tenant_id = $1 AND cs.token = $2;
+
+-- name: upsert_message_status
+-- Callbacks arrive late, twice or out of order: a status never moves backwards in rank.
+INSERT INTO message_status (tenant_id, provider_id, status, rank, error_code)
+VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (tenant_id, provider_id) DO UPDATE
+    SET status = EXCLUDED.status, rank = EXCLUDED.rank, error_code = EXCLUDED.error_code,
+        updated_at = now()
+    WHERE message_status.rank < EXCLUDED.rank;
+
+-- name: insert_email_event
+INSERT INTO email_events (tenant_id, sg_event_id, event, email, lead_id, touch_point_id, sg_message_id, payload)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+ON CONFLICT (tenant_id, sg_event_id) DO NOTHING
+RETURNING sg_event_id;
+
+-- name: touchpoints_of_lead
+SELECT * FROM touch_points WHERE tenant_id = $1 AND lead_id = $2 ORDER BY step_index;
+
+-- name: count_due_touchpoints
+SELECT count(*) AS n FROM touch_points WHERE tenant_id = $1 AND state = 'scheduled' AND due_at <= now();

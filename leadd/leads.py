@@ -1,0 +1,342 @@
+"""The lead lifecycle: states, allowed transitions, and ingestion of Shopmonkey order events.
+
+Webhook and poller feed the same `ingest` function, so an order seen both ways is one lead.
+A lead only moves forward; deliveries older than what is stored (`meta.version`, else
+`updatedDate`) are ignored. Every state change is a `lead_events` row.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import secrets
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from leadd import db as dbmod
+from leadd import metrics, sequences
+from leadd.config import Config
+from leadd.db import Q
+from leadd.logs import get_logger
+
+log = get_logger(__name__)
+
+STATES = ("new", "contacted", "engaged", "qualified", "appointment_set", "completed", "lost")
+_RANK = {s: i for i, s in enumerate(STATES)}
+TERMINAL = frozenset({"completed", "lost"})
+OPERATIONS = ("INSERT", "UPDATE", "DELETE")
+MAX_DEPTH = 32
+MAX_ID_LENGTH = 128
+
+
+def can_transition(current: str, target: str) -> bool:
+    """The one rule: forward only, never out of a terminal state; `lost` from any open state."""
+    if current in TERMINAL or current == target:
+        return False
+    return _RANK[target] > _RANK[current]
+
+
+def order_target_state(order: dict[str, Any], operation: str = "UPDATE") -> str | None:
+    """What the order itself says about the lead's state, strongest signal first."""
+    if operation == "DELETE" or order.get("deleted") is True:
+        return "lost"
+    if order.get("invoiced") is True or order.get("paid") is True:
+        return "completed"
+    if order.get("appointmentDates"):
+        return "appointment_set"
+    if order.get("authorized") is True:
+        return "qualified"
+    return None
+
+
+class BadEvent(ValueError):
+    """A signed body that is not a usable order event (400)."""
+
+
+@dataclass(frozen=True)
+class OrderEvent:
+    operation: str
+    order: dict[str, Any]
+    source: str  # webhook | poll | test
+    delivery_id: str | None = None
+
+    @property
+    def order_id(self) -> str:
+        return str(self.order["id"])
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    lead_id: uuid.UUID | None
+    result: str  # created | duplicate | updated | stale | ignored
+    state: str | None = None
+    reason: str | None = None
+
+
+# --------------------------------------------------------------------------- validation
+
+_OPTIONAL_STR = ("customerId", "vehicleId", "locationId", "updatedDate", "createdDate", "name")
+_OPTIONAL_BOOL = ("authorized", "invoiced", "paid", "deleted", "archived")
+
+
+def parse_event(payload: Any, source: str, delivery_id: str | None = None) -> OrderEvent | str:
+    """Validate a decoded webhook body. Returns the event, or a reason string when the event
+    is well-formed but not an order (answered 200 ignored). Raises BadEvent for garbage."""
+    if _depth(payload) > MAX_DEPTH:
+        raise BadEvent(f"JSON nested deeper than {MAX_DEPTH} levels")
+    if not isinstance(payload, dict):
+        raise BadEvent("body must be a JSON object")
+    table = payload.get("table")
+    if not isinstance(table, str):
+        raise BadEvent("'table' must be a string")
+    if table != "order":
+        return f"table '{table[:40]}' is not an order"
+    op = payload.get("operation")
+    if op not in OPERATIONS:
+        raise BadEvent(f"'operation' must be one of {', '.join(OPERATIONS)}")
+    data = payload.get("data")
+    if not isinstance(data, dict):
+        raise BadEvent("'data' must be an object")
+    return OrderEvent(op, validate_order(data), source, delivery_id)
+
+
+def validate_order(data: dict[str, Any]) -> dict[str, Any]:
+    oid = data.get("id")
+    if not isinstance(oid, str) or not oid.strip():
+        raise BadEvent("'data.id' must be a non-empty string")
+    if len(oid) > MAX_ID_LENGTH:
+        raise BadEvent(f"'data.id' longer than {MAX_ID_LENGTH} characters")
+    for key in _OPTIONAL_STR:
+        if data.get(key) is not None and not isinstance(data[key], str):
+            raise BadEvent(f"'data.{key}' must be a string or null")
+    for key in _OPTIONAL_BOOL:
+        if data.get(key) is not None and not isinstance(data[key], bool):
+            raise BadEvent(f"'data.{key}' must be a boolean or null")
+    number = data.get("number")
+    if number is not None and (isinstance(number, bool) or not isinstance(number, int | str)):
+        raise BadEvent("'data.number' must be an integer or null")
+    appts = data.get("appointmentDates")
+    if appts is not None and not isinstance(appts, list):
+        raise BadEvent("'data.appointmentDates' must be a list or null")
+    meta = data.get("meta")
+    if meta is not None and not isinstance(meta, dict):
+        raise BadEvent("'data.meta' must be an object or null")
+    version = (meta or {}).get("version")
+    if version is not None and (isinstance(version, bool) or not isinstance(version, int)):
+        raise BadEvent("'data.meta.version' must be an integer")
+    if data.get("updatedDate") is not None and parse_time(data["updatedDate"]) is None:
+        raise BadEvent("'data.updatedDate' must be an ISO 8601 timestamp")
+    return data
+
+
+def _depth(value: Any, level: int = 0) -> int:
+    if level > MAX_DEPTH:
+        return level
+    if isinstance(value, dict):
+        return max((_depth(v, level + 1) for v in value.values()), default=level + 1)
+    if isinstance(value, list):
+        return max((_depth(v, level + 1) for v in value), default=level + 1)
+    return level
+
+
+def parse_time(value: Any) -> dt.datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        t = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
+
+
+def _version(order: dict[str, Any]) -> int | None:
+    v = (order.get("meta") or {}).get("version")
+    return v if isinstance(v, int) and not isinstance(v, bool) else None
+
+
+def is_newer(
+    order: dict[str, Any], stored_version: int | None, stored_updated: dt.datetime | None
+) -> bool:
+    """Ordering guard: meta.version when both sides have it, else updatedDate."""
+    version = _version(order)
+    if version is not None and stored_version is not None:
+        return version > stored_version
+    updated = parse_time(order.get("updatedDate"))
+    if updated is not None and stored_updated is not None:
+        return updated > stored_updated
+    return True
+
+
+# --------------------------------------------------------------------------- ingestion
+
+
+async def ingest(
+    db: dbmod.Database, cfg: Config, event: OrderEvent, now: dt.datetime | None = None
+) -> IngestResult:
+    """Store an order event idempotently; create the lead (with its touch points) or move it."""
+    order = event.order
+    target = order_target_state(order, event.operation)
+    if target in TERMINAL:
+        existing = await db.fetchrow("lead_id_by_order", event.order_id)
+        if existing is None:
+            # First sighting of an order that is already closed: not a lead to follow up.
+            metrics.LEADS_INGESTED.labels(event.source, "ignored").inc()
+            return IngestResult(None, "ignored", reason="order already closed")
+    else:
+        created = await _create(db, cfg, event, now or dt.datetime.now(dt.UTC))
+        if created is not None:
+            metrics.LEADS_INGESTED.labels(event.source, "created").inc()
+            if target is not None:  # e.g. first seen already authorized
+                await _apply_update(db, event, target)
+            return IngestResult(created, "created", target or "new")
+    result = await _apply_update(db, event, target)
+    metrics.LEADS_INGESTED.labels(event.source, result.result).inc()
+    return result
+
+
+async def _create(
+    db: dbmod.Database, cfg: Config, event: OrderEvent, now: dt.datetime
+) -> uuid.UUID | None:
+    order = event.order
+    location = cfg.location_for_shopmonkey(order.get("locationId"))
+    sequence, steps = sequences.plan(cfg, location, now)
+    lead_id = uuid.uuid4()
+    number = order.get("number")
+    async with db.pool.acquire() as conn:
+        row = await conn.fetchrow(
+            Q["insert_lead"],
+            db.tenant_id,
+            lead_id,
+            location.id,
+            event.order_id,
+            None if number is None else str(number),
+            event.source,
+            _version(order),
+            parse_time(order.get("updatedDate")),
+            order,
+            order.get("customerId"),
+            order.get("vehicleId"),
+            f"order.{event.operation.lower()}" if event.source == "webhook" else event.source,
+            {"source": event.source, "delivery_id": event.delivery_id},
+            sequence,
+            [s.index for s in steps],
+            [s.name for s in steps],
+            [s.channel for s in steps],
+            [s.due_at for s in steps],
+            secrets.token_urlsafe(24),
+        )
+    if row is None:
+        return None
+    log.info(
+        "lead.created",
+        lead_id=str(lead_id),
+        order_id=event.order_id,
+        source=event.source,
+        location=location.id,
+    )
+    return row["id"]  # type: ignore[no-any-return]
+
+
+async def _apply_update(db: dbmod.Database, event: OrderEvent, target: str | None) -> IngestResult:
+    order = event.order
+    async with db.transaction() as conn:
+        row = await conn.fetchrow(Q["lock_lead_by_order"], db.tenant_id, event.order_id)
+        if row is None:
+            raise LookupError(f"order {event.order_id} vanished during ingestion")
+        lead_id, state = row["id"], row["state"]
+        if not is_newer(order, row["order_version"], row["order_updated_at"]):
+            return IngestResult(lead_id, "duplicate" if _same(order, row) else "stale", state)
+        await conn.execute(
+            Q["update_lead_order"],
+            db.tenant_id,
+            lead_id,
+            order,
+            _version(order),
+            parse_time(order.get("updatedDate")),
+            order.get("customerId"),
+            order.get("vehicleId"),
+        )
+        if target is not None and can_transition(state, target):
+            await _transition(
+                conn,
+                db.tenant_id,
+                lead_id,
+                state,
+                target,
+                f"order.{event.operation.lower()}",
+                {"source": event.source},
+            )
+            state = target
+    return IngestResult(lead_id, "updated", state)
+
+
+def _same(order: dict[str, Any], row: asyncpg.Record) -> bool:
+    version = _version(order)
+    if version is not None and row["order_version"] is not None:
+        return version == row["order_version"]
+    return parse_time(order.get("updatedDate")) == row["order_updated_at"]
+
+
+async def _transition(
+    conn: asyncpg.Connection,
+    tenant_id: uuid.UUID,
+    lead_id: uuid.UUID,
+    current: str,
+    target: str,
+    cause: str,
+    detail: dict[str, Any],
+) -> None:
+    await conn.execute(Q["set_lead_state"], tenant_id, lead_id, target)
+    await conn.execute(Q["insert_lead_event"], tenant_id, lead_id, current, target, cause, detail)
+    if target in TERMINAL:
+        await conn.execute(Q["cancel_lead_touchpoints"], tenant_id, lead_id, f"lead {target}")
+    log.info("lead.state", lead_id=str(lead_id), from_state=current, to_state=target, cause=cause)
+
+
+async def advance(
+    db: dbmod.Database,
+    lead_id: uuid.UUID,
+    target: str,
+    cause: str,
+    detail: dict[str, Any] | None = None,
+    conn: asyncpg.Connection | None = None,
+) -> bool:
+    """Move a lead forward if the transition is allowed (replies, first send...)."""
+    if conn is None:
+        async with db.transaction() as c:
+            return await advance(db, lead_id, target, cause, detail, c)
+    row = await conn.fetchrow(Q["lock_lead"], db.tenant_id, lead_id)
+    if row is None or not can_transition(row["state"], target):
+        return False
+    await _transition(conn, db.tenant_id, lead_id, row["state"], target, cause, detail or {})
+    return True
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def is_test_contact(phone: str | None, email: str | None) -> bool:
+    """demo_mode lets through only obvious test people: +1555 numbers, test/demo e-mails."""
+    if phone and phone.startswith("+1555"):
+        return True
+    return bool(email) and any(word in email.lower() for word in ("test", "demo"))
+
+
+def demo_filter_reason(order: dict[str, Any]) -> str | None:
+    """For a webhook in demo_mode: a reason to ignore the order when its embedded customer is
+    not a test contact. Orders without embedded contact data are checked after enrichment."""
+    customer = order.get("customer")
+    if not isinstance(customer, dict):
+        return None
+    from leadd.providers.shopmonkey import primary_email, primary_phone
+
+    phone, email = primary_phone(customer), primary_email(customer)
+    if phone is None and email is None:
+        return None
+    if is_test_contact(phone, email):
+        return None
+    return "demo_mode: not a test contact"
