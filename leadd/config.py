@@ -32,7 +32,6 @@ _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(:-([^}]*))?\}")
 
 
-
 class ConfigError(Exception):
     """Every problem found in one pass, each naming file, key path, expectation and value."""
 
@@ -747,6 +746,14 @@ def build(
         help_text=c.get("help_text", _str, "a string", ""),
     )
     c.done()
+    try:
+        from leadd.compliance import DEFAULT_STATE_RULES, QuietHours
+
+        QuietHours(compliance.quiet_hours, {**DEFAULT_STATE_RULES, **compliance.state_rules})
+    except ValueError as exc:
+        text = str(exc)
+        where = "compliance.quiet_hours" if text.startswith("default") else "compliance.state_rules"
+        ctx.problem(where, text.removeprefix("default: "))
 
     ld = root.child("leads")
     leads = LeadsConfig(
