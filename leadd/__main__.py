@@ -99,7 +99,7 @@ def cmd_send_test_lead(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="leadd", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    subparsers = parser.add_subparsers(dest="command", required=True)
     for name, fn, help_ in (
         ("run", cmd_run, "run the daemon in the foreground"),
         ("check-config", cmd_check_config, "validate the config and print a summary"),
@@ -110,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "post a signed demo order webhook to a running leadd",
         ),
     ):
-        p = sub.add_parser(name, help=help_)
+        p = subparsers.add_parser(name, help=help_)
         p.add_argument("--config", help="config file (default: $LEADD_CONFIG, else ./config.yaml)")
         p.set_defaults(fn=fn)
         if name == "send-test-lead":
@@ -120,8 +120,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.fn(args))
     except configmod.ConfigError as exc:
         print(f"leadd: invalid configuration ({len(exc.problems)} problem(s)):", file=sys.stderr)
-        for p in exc.problems:
-            print(f"  {p}", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
         return EXIT_CONFIG
     except KeyboardInterrupt:
         return 130

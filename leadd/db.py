@@ -31,6 +31,10 @@ _NAME = re.compile(r"^--\s*name:\s*(\w+)\s*$", re.MULTILINE)
 _MIGRATION = re.compile(r"^(\d{4})_(\w+)\.sql$")
 
 
+# What a handler holds inside `Database.transaction()`: a pooled connection or a plain one.
+Conn = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
+
+
 class MigrationError(Exception):
     pass
 
@@ -64,7 +68,7 @@ def load_queries() -> dict[str, str]:
 Q = load_queries()
 
 
-async def migrate(conn: asyncpg.Connection) -> list[int]:
+async def migrate(conn: Conn) -> list[int]:
     """Apply pending schema files; return the versions applied (empty when up to date)."""
     migrations = load_migrations()
     applied_now: list[int] = []
@@ -120,7 +124,7 @@ class Database:
         await self.pool.close()
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
+    async def transaction(self) -> AsyncIterator[Conn]:
         async with self.pool.acquire() as conn, conn.transaction():
             yield conn
 

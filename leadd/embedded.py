@@ -36,7 +36,7 @@ class EmbeddedPostgres:
             warnings.simplefilter("ignore")  # platformdirs warns about XDG_RUNTIME_DIR as root
             import pgserver
 
-            return pgserver.get_server(self.pgdata, cleanup_mode="stop")
+            return pgserver.get_server(self.pgdata, cleanup_mode="stop")  # type: ignore[attr-defined]
 
     async def stop(self) -> None:
         if self._server is not None:

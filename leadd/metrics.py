@@ -19,7 +19,7 @@ from prometheus_client.registry import Collector
 
 from leadd import __version__
 
-disable_created_metrics()  # *_created series double the output for no use here
+disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created series double the output for no use here
 REGISTRY = CollectorRegistry(auto_describe=True)
 ProcessCollector(registry=REGISTRY)
 PlatformCollector(registry=REGISTRY)
