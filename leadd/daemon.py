@@ -171,21 +171,12 @@ class Daemon:
                 self.db_ready.set()
                 log.info("database.ready", embedded=self.config.database.url is None)
                 return
-            except (
-                OSError,
-                asyncpg.PostgresError,
-                asyncpg.InterfaceError,
-                TimeoutError,
-                dbmod.MigrationError,
-                Exception,
-            ) as exc:  # noqa: B014
-                if isinstance(exc, asyncio.CancelledError):
-                    raise
+            except Exception as exc:
+                # Unreachable server, auth failure, a migration error: none of these should
+                # become a crash loop. /readyz shows the reason while we retry with backoff.
                 delay = DB_RETRY.delay(attempt)
                 attempt += 1
-                self.db_problem = (
-                    f"unreachable: {type(exc).__name__}: {exc} (retrying in {delay:.0f}s)"
-                )
+                self.db_problem = f"{type(exc).__name__}: {exc} (retrying in {delay:.0f}s)"
                 log.error(
                     "database.unavailable",
                     error=f"{type(exc).__name__}: {exc}",
