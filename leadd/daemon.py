@@ -123,7 +123,13 @@ class Daemon:
         else:
             try:
                 await self.db.ping()
-            except (OSError, asyncpg.PostgresError, TimeoutError, asyncpg.InterfaceError) as exc:
+            except (
+                OSError,
+                asyncpg.PostgresError,
+                TimeoutError,
+                asyncpg.InterfaceError,
+                asyncpg.InternalClientError,  # a pooled connection the server just cut
+            ) as exc:
                 problems["database"] = f"unreachable: {type(exc).__name__}: {exc}"
         for name, text in self.supervisor.problems().items():
             problems[f"task:{name}"] = text

@@ -103,10 +103,19 @@ async def create_pool(
         timeout=timeout,
         command_timeout=30,
         init=_init_connection,
+        reset=_reset_connection,
         server_settings={"application_name": "leadd"},
     )
     assert pool is not None
     return pool
+
+
+async def _reset_connection(conn: asyncpg.Connection) -> None:
+    # leadd keeps no session state (no LISTEN, session advisory locks, cursors or SET), so
+    # asyncpg's default reset, a RESET ALL/UNLISTEN round trip on every release, is only
+    # latency. A connection given back inside a transaction is still rolled back.
+    if conn.is_in_transaction():
+        await conn.execute("ROLLBACK")
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:

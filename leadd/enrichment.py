@@ -38,6 +38,8 @@ async def enrich_due(daemon: Daemon, limit: int = 20) -> int:
             await _enrich_one(daemon, row)
         except (sm.ShopmonkeyError, OSError, TimeoutError) as exc:
             # Shopmonkey unreachable or refusing: keep the lead pending and retry later.
+            if isinstance(exc, sm.ShopmonkeyAuthError):
+                daemon.provider_problems["shopmonkey"] = f"authentication failed: {exc}"
             await _save(
                 daemon,
                 row,
@@ -82,16 +84,20 @@ async def _enrich_one(daemon: Daemon, row: asyncpg.Record) -> None:
     phone = phones.normalize(sm.primary_phone(customer or {}), region or cfg.leads.default_region)
     email_raw = sm.primary_email(customer or {})
     email = email_raw.strip().lower() if email_raw else None
-    data = {
+    # Only what this attempt learned: a retry that learns less never erases what is known.
+    data: dict[str, Any] = {
         "first_name": (customer or {}).get("firstName"),
         "last_name": (customer or {}).get("lastName"),
         "phone": phone,
         "email": email,
-        "vehicle": sm.vehicle_summary(vehicle)
-        if vehicle
-        else {"description": order.get("generatedVehicleName")},
-        "services": _priced(services_raw or [], location.services),
     }
+    if vehicle:
+        data["vehicle"] = sm.vehicle_summary(vehicle)
+    elif not row["vehicle"]:
+        data["vehicle"] = {"description": order.get("generatedVehicleName")}
+    if services_raw is not None:
+        data["services"] = _priced(services_raw, location.services)
+    phone, email = phone or row["phone"], email or row["email"]
     status = "partial" if missing else "done"
     await _save(daemon, row, data, error="; ".join(missing) or None, status=status)
     log.info(
@@ -127,16 +133,24 @@ async def _save(
     assert db is not None
     retry = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=daemon.config.leads.enrichment_retry)
     # 'pending' leads hold their touch points back; after a failed first try let them go with
-    # what is known unless Shopmonkey is merely unreachable (then the phone may still come).
+    # what is known unless Shopmonkey is merely unreachable (then the phone may still come),
+    # and never past the last attempt: a lead left 'pending' then would wait forever.
+    if status == "pending" and row["enrichment_attempts"] >= MAX_ATTEMPTS:
+        status = "partial"
+
+    def known(key: str) -> Any:
+        value = data.get(key)
+        return row[key] if value is None else value
+
     await db.execute(
         "save_enrichment",
         row["id"],
-        data.get("first_name", row["first_name"]),
-        data.get("last_name", row["last_name"]),
-        data.get("phone", row["phone"]),
-        data.get("email", row["email"]),
-        data.get("vehicle", row["vehicle"]),
-        data.get("services", row["services"]),
+        known("first_name"),
+        known("last_name"),
+        known("phone"),
+        known("email"),
+        known("vehicle"),
+        known("services"),
         status,
         None if status == "done" else retry,
         error,

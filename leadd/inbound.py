@@ -86,6 +86,10 @@ async def twilio_sms(request: web.Request) -> web.StreamResponse:
     async with db.transaction() as conn:
         lead = await conn.fetchrow(Q["latest_lead_for_phone"], tenant, phone)
         lead_id = lead["id"] if lead else None
+        if lead_id is not None:
+            # Lock the lead before the chat message's foreign key takes KEY SHARE on it: two
+            # messages of one phone arriving together would otherwise deadlock in advance().
+            await conn.fetchrow(Q["lock_lead"], tenant, lead_id)
         stored = await conn.fetchval(
             Q["insert_chat_message"], tenant, lead_id, "inbound", "sms", phone, str(body), sid
         )
@@ -94,9 +98,11 @@ async def twilio_sms(request: web.Request) -> web.StreamResponse:
         if keyword == "opt_out":
             await conn.execute(Q["opt_out"], tenant, "sms", phone, "keyword")
             await conn.execute(Q["cancel_for_address"], tenant, "sms", phone, "opted out (STOP)")
-        elif keyword == "opt_in":
+        if keyword == "opt_in":
             await conn.execute(Q["opt_in"], tenant, "sms", phone)
-        elif keyword is None and lead_id is not None:
+        # "Yes" is an opt-in keyword and also the usual answer to "want us to book it?": it is
+        # a reply like any other, so the lead is engaged and automated follow-ups stop.
+        if keyword in (None, "opt_in") and lead_id is not None:
             await leads.advance(db, lead_id, "engaged", "sms.reply", {"message_sid": sid}, conn)
             # Stop-on-reply: a person is talking now; automated follow-ups would talk over them.
             await conn.execute(Q["cancel_lead_touchpoints"], tenant, lead_id, "customer replied")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ TERMINAL = frozenset({"completed", "lost"})
 OPERATIONS = ("INSERT", "UPDATE", "DELETE")
 MAX_DEPTH = 32
 MAX_ID_LENGTH = 128
+MAX_BIGINT = 2**63 - 1  # order_version is a PostgreSQL bigint
 
 
 def can_transition(current: str, target: str) -> bool:
@@ -85,8 +87,7 @@ _OPTIONAL_BOOL = ("authorized", "invoiced", "paid", "deleted", "archived")
 def parse_event(payload: Any, source: str, delivery_id: str | None = None) -> OrderEvent | str:
     """Validate a decoded webhook body. Returns the event, or a reason string when the event
     is well-formed but not an order (answered 200 ignored). Raises BadEvent for garbage."""
-    if _depth(payload) > MAX_DEPTH:
-        raise BadEvent(f"JSON nested deeper than {MAX_DEPTH} levels")
+    _check_tree(payload)
     if not isinstance(payload, dict):
         raise BadEvent("body must be a JSON object")
     table = payload.get("table")
@@ -125,21 +126,46 @@ def validate_order(data: dict[str, Any]) -> dict[str, Any]:
     if meta is not None and not isinstance(meta, dict):
         raise BadEvent("'data.meta' must be an object or null")
     version = (meta or {}).get("version")
-    if version is not None and (isinstance(version, bool) or not isinstance(version, int)):
-        raise BadEvent("'data.meta.version' must be an integer")
+    if version is not None and (
+        isinstance(version, bool) or not isinstance(version, int) or not 0 <= version <= MAX_BIGINT
+    ):
+        raise BadEvent("'data.meta.version' must be a non-negative 64-bit integer")
     if data.get("updatedDate") is not None and parse_time(data["updatedDate"]) is None:
         raise BadEvent("'data.updatedDate' must be an ISO 8601 timestamp")
     return data
 
 
-def _depth(value: Any, level: int = 0) -> int:
-    if level > MAX_DEPTH:
-        return level
-    if isinstance(value, dict):
-        return max((_depth(v, level + 1) for v in value.values()), default=level + 1)
-    if isinstance(value, list):
-        return max((_depth(v, level + 1) for v in value), default=level + 1)
-    return level
+def _check_tree(payload: Any) -> None:
+    """Reject what JSON allows but PostgreSQL cannot store, before it reaches the database
+    (where it would be a 503 that Shopmonkey retries forever): nesting deeper than MAX_DEPTH,
+    NUL characters and lone surrogates in strings or keys, NaN and infinite numbers.
+    Iterative, so a hostile body cannot exhaust the stack."""
+    stack: list[tuple[Any, int]] = [(payload, 0)]
+    while stack:
+        value, level = stack.pop()
+        if isinstance(value, str):
+            _check_text(value)
+        elif isinstance(value, dict | list):
+            if level >= MAX_DEPTH:
+                raise BadEvent(f"JSON nested deeper than {MAX_DEPTH} levels")
+            if isinstance(value, dict):
+                for key, item in value.items():
+                    _check_text(key)
+                    stack.append((item, level + 1))
+            else:
+                stack.extend((item, level + 1) for item in value)
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise BadEvent("JSON numbers must be finite")
+
+
+def _check_text(text: str) -> None:
+    if "\x00" in text:
+        raise BadEvent("strings must not contain NUL characters")
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise BadEvent("strings must not contain lone UTF-16 surrogates") from None
 
 
 def parse_time(value: Any) -> dt.datetime | None:
@@ -190,7 +216,8 @@ async def ingest(
         if created is not None:
             metrics.LEADS_INGESTED.labels(event.source, "created").inc()
             if target is not None:  # e.g. first seen already authorized
-                await _apply_update(db, event, target)
+                # Not through _apply_update: the order just stored is not newer than itself.
+                await advance(db, created, target, _cause(event), {"source": event.source})
             return IngestResult(created, "created", target or "new")
     result = await _apply_update(db, event, target)
     metrics.LEADS_INGESTED.labels(event.source, result.result).inc()
@@ -248,6 +275,12 @@ async def _apply_update(db: dbmod.Database, event: OrderEvent, target: str | Non
             raise LookupError(f"order {event.order_id} vanished during ingestion")
         lead_id, state = row["id"], row["state"]
         if not is_newer(order, row["order_version"], row["order_updated_at"]):
+            # A DELETE may carry the row as last stored (same version): the deletion itself
+            # is still news. `lost` is terminal, so this never moves a lead backwards.
+            if event.operation == "DELETE" and can_transition(state, "lost"):
+                detail = {"source": event.source}
+                await _transition(conn, db.tenant_id, lead_id, state, "lost", _cause(event), detail)
+                return IngestResult(lead_id, "updated", "lost")
             return IngestResult(lead_id, "duplicate" if _same(order, row) else "stale", state)
         await conn.execute(
             Q["update_lead_order"],
@@ -266,11 +299,15 @@ async def _apply_update(db: dbmod.Database, event: OrderEvent, target: str | Non
                 lead_id,
                 state,
                 target,
-                f"order.{event.operation.lower()}",
+                _cause(event),
                 {"source": event.source},
             )
             state = target
     return IngestResult(lead_id, "updated", state)
+
+
+def _cause(event: OrderEvent) -> str:
+    return f"order.{event.operation.lower()}"
 
 
 def _same(order: dict[str, Any], row: asyncpg.Record) -> bool:

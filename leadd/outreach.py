@@ -11,7 +11,10 @@ dedupe).
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -54,8 +57,11 @@ def _now() -> dt.datetime:
 
 
 class Outreach:
-    def __init__(self, daemon: Daemon) -> None:
+    def __init__(self, daemon: Daemon, clock: Callable[[], dt.datetime] | None = None) -> None:
         self.daemon = daemon
+        # Compliance decisions (quiet hours, caps, retries) read this clock; tests pin it.
+        self.clock = clock or (lambda: _now())
+        self._phone_locks: dict[str, list[Any]] = {}  # address -> [asyncio.Lock, users]
         self.cfg = daemon.config
         self.rules = Rules.from_config(self.cfg)
         self.retry = Backoff(
@@ -90,22 +96,56 @@ class Outreach:
         if not address:
             reason = f"no {'phone' if step.channel == 'sms' else 'e-mail'} for this lead"
             await self.db.execute("set_lead_error", row["lead_id"], f"{step.name}: {reason}")
-            return await self._finish(row, "skipped", reason)
-        if await self.db.fetchrow("is_opted_out", step.channel, address):
+            return await self._finish(
+                row, "skipped" if step.skip_if_unavailable else "failed", reason
+            )
+        if step.channel != "sms":
+            return await self._deliver(row, step, location, address)
+        # One SMS per phone at a time in this daemon: the frequency cap counts what was sent,
+        # so two due steps of one lead sent side by side in a batch would both pass it.
+        async with self._phone_lock(address):
+            return await self._deliver(row, step, location, address)
+
+    @asynccontextmanager
+    async def _phone_lock(self, address: str) -> AsyncIterator[None]:
+        entry = self._phone_locks.setdefault(address, [asyncio.Lock(), 0])
+        entry[1] += 1
+        try:
+            async with entry[0]:
+                yield
+        finally:
+            entry[1] -= 1
+            if entry[1] == 0:
+                del self._phone_locks[address]
+
+    async def _deliver(
+        self, row: asyncpg.Record, step: SequenceStep, location: Location, address: str
+    ) -> str:
+        """Opt-out, time windows and cap, render, send, record."""
+        cfg = self.cfg
+        if step.channel == "sms":
+            # One round trip for the opt-out and the frequency-cap history.
+            gate = await self.db.fetchrow("sms_gate", address, row["id"])
+            assert gate is not None
+            opted_out, recent = gate["opted_out"], list(gate["recent"])
+        else:
+            opted_out, recent = bool(await self.db.fetchrow("is_opted_out", "email", address)), []
+        if opted_out:
             return await self._finish(row, "cancelled", f"{step.channel} opted out")
 
-        now = _now()
-        defer_to = await self._defer_until(row, step, location, address, now)
+        now = self.clock()
+        defer_to = self._defer_until(row, step, location, address, now, recent)
         if defer_to is not None:
+            # A deferral is not an attempt: it must not eat into max_attempts or the backoff.
             await self.db.execute(
-                "reschedule_touchpoint", row["id"], defer_to, "deferred: outside allowed window"
+                "defer_touchpoint", row["id"], defer_to, "deferred: outside allowed window"
             )
             log.info("touchpoint.deferred", touch_point_id=row["id"], until=defer_to.isoformat())
             return "deferred"
 
         try:
             subject, body = self._render(row, step, location, now)
-        except (templates.TemplateError, KeyError, ValueError) as exc:
+        except (templates.TemplateError, KeyError, ValueError, TypeError) as exc:
             await self.db.execute(
                 "set_lead_error", row["lead_id"], f"{step.name}: template error: {exc}"
             )
@@ -134,13 +174,14 @@ class Outreach:
             )
         return await self._record(row, step, address, body, result)
 
-    async def _defer_until(
+    def _defer_until(
         self,
         row: asyncpg.Record,
         step: SequenceStep,
         location: Location,
         address: str,
         now: dt.datetime,
+        times: list[dt.datetime],
     ) -> dt.datetime | None:
         """When the step must wait: quiet hours (SMS), business hours, frequency cap (SMS)."""
         cfg = self.cfg
@@ -152,7 +193,6 @@ class Outreach:
                 allowed = self.rules.quiet.next_allowed(now, tz, phones.us_state_of(address))
                 if allowed > now:
                     candidates.append(allowed)
-            times = [r["sent_at"] for r in await self.db.fetch("recent_sms_times", address)]
             cap = cfg.compliance.max_sms_per_day
             if not compliance.within_cap(times, now, cap):
                 candidates.append(compliance.next_slot_under_cap(times, now, cap))
@@ -236,7 +276,10 @@ class Outreach:
     ) -> str:
         db = self.db
         provider = "twilio" if step.channel == "sms" else "sendgrid"
+        outcome: str = result.outcome
         metrics.PROVIDER_LATENCY.labels(provider).observe(result.latency)
+        if result.outcome == "sent":
+            return await self._record_sent(row, step, provider, address, body, result)
         async with db.transaction() as conn:
             await conn.execute(
                 Q["insert_attempt"],
@@ -253,30 +296,7 @@ class Outreach:
                 result.outcome,
                 result.dry_run,
             )
-            if result.outcome == "sent":
-                await conn.execute(
-                    Q["mark_sent"], db.tenant_id, row["id"], result.provider_id, result.dry_run
-                )
-                await conn.execute(
-                    Q["insert_chat_message"],
-                    db.tenant_id,
-                    row["lead_id"],
-                    "outbound",
-                    step.channel,
-                    address,
-                    body,
-                    result.provider_id,
-                )
-                first = await leads.advance(
-                    db,
-                    row["lead_id"],
-                    "contacted",
-                    f"{step.channel}.sent",
-                    {"touch_point_id": row["id"]},
-                    conn,
-                )
-            elif result.outcome == "retry":
-                first = False
+            if result.outcome == "retry":
                 if step.channel == "sms" and (
                     result.error_code in AMBIGUOUS_CODES or (result.http_status or 0) >= 500
                 ):
@@ -290,6 +310,17 @@ class Outreach:
                         delay,
                         [row["id"]],
                     )
+                elif row["attempts"] >= self.cfg.touchpoints.max_attempts:
+                    # Out of attempts: fail now rather than wait out one more backoff first.
+                    outcome = "failed"
+                    await conn.execute(
+                        Q["finish_touchpoint"],
+                        db.tenant_id,
+                        row["id"],
+                        "failed",
+                        f"gave up after {row['attempts']} attempts: "
+                        f"{result.error_code} {result.error_message}",
+                    )
                 else:
                     delay = max(result.retry_after or 0.0, self.retry.delay(row["attempts"] - 1))
                     await conn.execute(
@@ -300,7 +331,6 @@ class Outreach:
                         f"retry: {result.error_code} {result.error_message}",
                     )
             else:
-                first = False
                 await conn.execute(
                     Q["finish_touchpoint"],
                     db.tenant_id,
@@ -331,11 +361,54 @@ class Outreach:
                         address,
                         f"undeliverable number ({result.error_code})",
                     )
-        outcome = "dry_run" if result.dry_run else result.outcome
         metrics.MESSAGES.labels(step.channel, outcome).inc()
-        if result.outcome == "sent" and first:
+        return outcome
+
+    async def _record_sent(
+        self,
+        row: asyncpg.Record,
+        step: SequenceStep,
+        provider: str,
+        address: str,
+        body: str,
+        result: SendResult,
+    ) -> str:
+        """Attempt, sent mark and transcript line in one statement; plus new -> contacted."""
+        db = self.db
+        args = (
+            row["id"],
+            row["lead_id"],
+            step.channel,
+            provider,
+            result.provider_id,
+            result.http_status,
+            result.latency * 1000,
+            result.dry_run,
+            address,
+            body,
+        )
+        first = False
+        if row["lead_state"] != "new":
+            # States only move forward: a lead past `new` has nothing to change, so no lock.
+            await db.execute("record_sent", *args)
+        else:
+            async with db.transaction() as conn:
+                # Lock the lead (advance: FOR UPDATE) before the chat message's foreign key
+                # takes KEY SHARE on it: two sends of one lead committing together would
+                # otherwise each hold KEY SHARE and wait for the other (deadlock).
+                first = await leads.advance(
+                    db,
+                    row["lead_id"],
+                    "contacted",
+                    f"{step.channel}.sent",
+                    {"touch_point_id": row["id"]},
+                    conn,
+                )
+                await conn.execute(Q["record_sent"], db.tenant_id, *args)
+        metrics.MESSAGES.labels(step.channel, "dry_run" if result.dry_run else "sent").inc()
+        if first:
             metrics.SPEED_TO_LEAD.observe((_now() - row["lead_created_at"]).total_seconds())
-        return result.outcome
+        return "sent"
 
     # ------------------------------------------------------------------ reconciliation
 
@@ -376,6 +449,15 @@ class Outreach:
                         False,
                     )
                     await conn.execute(Q["mark_sent"], db.tenant_id, row["id"], sid, False)
+                    # Lead lock first, as in _record (deadlock otherwise).
+                    await leads.advance(
+                        db,
+                        row["lead_id"],
+                        "contacted",
+                        "sms.sent",
+                        {"touch_point_id": row["id"], "reconciled": True},
+                        conn,
+                    )
                     await conn.execute(
                         Q["insert_chat_message"],
                         db.tenant_id,
@@ -386,19 +468,14 @@ class Outreach:
                         row["body"],
                         sid,
                     )
-                    await leads.advance(
-                        db,
-                        row["lead_id"],
-                        "contacted",
-                        "sms.sent",
-                        {"touch_point_id": row["id"], "reconciled": True},
-                        conn,
-                    )
                 log.info("reconcile.found", touch_point_id=row["id"], sid=sid)
                 return "reconciled"
         # Not found (SMS), or e-mail/dry-run (no lookup API): send again. E-mail is at-least-once.
         await db.execute(
-            "reschedule_touchpoint", row["id"], _now(), "recovered: resending after reconciliation"
+            "reschedule_touchpoint",
+            row["id"],
+            _now(),
+            "recovered: resending after reconciliation",
         )
         log.info("reconcile.resend", touch_point_id=row["id"], channel=row["channel"])
         return "rescheduled"

@@ -56,7 +56,7 @@ def validate_config_templates(cfg: Config) -> list[str]:
                 try:
                     templates.validate(compiled(text), known)
                 except templates.TemplateError as exc:
-                    problems.append(f"sequences.{name}[{i}].{key}: {exc}")
+                    problems.append(f"sequences.{name}[{i}].{key} (step '{step.name}'): {exc}")
     return problems
 
 

@@ -19,7 +19,15 @@ from leadd.web import DAEMON, json_error
 
 log = get_logger(__name__)
 
-_DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
+# What a lost or refused database connection raises. InternalClientError: asyncpg's protocol
+# when the server cut a pooled connection that the pool had not noticed yet.
+_DB_ERRORS = (
+    OSError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    TimeoutError,
+)
 
 
 def setup_routes(app: web.Application) -> None:
@@ -36,13 +44,18 @@ def decode_json(raw: bytes) -> Any:
     except UnicodeDecodeError:
         raise ValueError("body is not valid UTF-8") from None
     try:
-        return json.loads(text)
+        return json.loads(text, parse_constant=_reject_constant)
     except RecursionError:
         raise ValueError(f"JSON nested deeper than {leads.MAX_DEPTH} levels") from None
     except json.JSONDecodeError as exc:
         raise ValueError(
             f"body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
         ) from None
+
+
+def _reject_constant(name: str) -> Any:
+    # NaN and Infinity are not JSON, and PostgreSQL's jsonb refuses them.
+    raise ValueError(f"body is not valid JSON: {name} is not a JSON number")
 
 
 async def shopmonkey_order(request: web.Request) -> web.Response:

@@ -14,6 +14,8 @@ import time
 from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 
+import asyncpg
+
 from leadd import leads, metrics
 from leadd.logs import get_logger
 from leadd.providers import shopmonkey as sm
@@ -111,7 +113,15 @@ async def run_once(daemon: Daemon, now: dt.datetime | None = None) -> dict[str, 
     except sm.ShopmonkeyAuthError as exc:
         daemon.provider_problems["shopmonkey"] = f"authentication failed: {exc}"
         await _fail(daemon, job["id"], counts, exc)
-    except (sm.ShopmonkeyError, OSError, TimeoutError) as exc:
+    except (
+        sm.ShopmonkeyError,
+        OSError,
+        TimeoutError,
+        asyncpg.PostgresError,
+        asyncpg.InterfaceError,
+        asyncpg.InternalClientError,
+    ) as exc:
+        # The cursor has not moved: the next cycle fetches the same orders again.
         await _fail(daemon, job["id"], counts, exc)
     return counts
 

@@ -23,6 +23,9 @@ if TYPE_CHECKING:
 
 log = get_logger(__name__)
 
+ENRICH_BATCH = 10
+ENRICH_WORKERS = 4
+
 
 async def run(daemon: Daemon) -> None:
     if await daemon.wait_db() is None:
@@ -46,21 +49,21 @@ async def run(daemon: Daemon) -> None:
 
 
 async def run_once(daemon: Daemon, engine: Outreach | None = None) -> Counter[str]:
-    """One cycle: enrich, reconcile, then send until nothing is due (or shutdown)."""
+    """One cycle: enrich, reconcile, then send until nothing is due (or shutdown).
+
+    Sending is a pipeline, not batch-by-batch: up to `concurrency` sends are in flight, and
+    a free slot is refilled by the next claim at once. A lead arriving meanwhile (the wake
+    event) is enriched and claimed without waiting for slow sends already in flight, so one
+    slow or rate-limited provider call never holds back a new lead's first message.
+    """
     engine = engine or Outreach(daemon)
     db, tp = daemon.db, daemon.config.touchpoints
     assert db is not None
     counts: Counter[str] = Counter()
-    await enrichment.enrich_due(daemon)
+    await _enrich(daemon)
     for row in await db.fetch("claim_stale_sending", daemon.instance_id, tp.lease, tp.batch_size):
         counts["reconcile:" + await engine.reconcile(row)] += 1
-    while not daemon.shutdown.is_set():
-        rows = await db.fetch("claim_touchpoints", daemon.instance_id, tp.lease, tp.batch_size)
-        if not rows:
-            break
-        counts.update(await _send_batch(daemon, engine, rows))
-        if len(rows) < tp.batch_size:
-            break
+    await _send_due(daemon, engine, counts)
     due = await db.fetchrow("count_due_touchpoints")
     metrics.TOUCHPOINTS_DUE.set(due["n"] if due else 0)
     if counts:
@@ -68,40 +71,83 @@ async def run_once(daemon: Daemon, engine: Outreach | None = None) -> Counter[st
     return counts
 
 
-async def _send_batch(daemon: Daemon, engine: Outreach, rows: list[asyncpg.Record]) -> Counter[str]:
+async def _enrich(daemon: Daemon) -> None:
+    """Enrich every lead that is due. A burst of new leads can exceed one call's limit, and
+    each call works through its leads one by one, so a few calls run side by side (their
+    claims are disjoint: SKIP LOCKED)."""
+    while not daemon.shutdown.is_set():
+        done = await asyncio.gather(
+            *(enrichment.enrich_due(daemon, ENRICH_BATCH) for _ in range(ENRICH_WORKERS))
+        )
+        if max(done) < ENRICH_BATCH:
+            return
+
+
+async def _send_due(daemon: Daemon, engine: Outreach, counts: Counter[str]) -> None:
     db, tp = daemon.db, daemon.config.touchpoints
     assert db is not None
-    in_flight = {r["id"] for r in rows}
-    sem = asyncio.Semaphore(tp.concurrency)
-    counts: Counter[str] = Counter()
+    in_flight: dict[asyncio.Task[None], int] = {}  # task -> touch point id
+    drained = False  # the last claim found fewer rows than it asked for
 
     async def one(row: asyncpg.Record) -> None:
-        async with sem:
-            try:
-                if daemon.shutdown.is_set():
-                    # Shutting down: hand unstarted rows back instead of starting new sends.
-                    await db.execute("reschedule_touchpoint", row["id"], row["due_at"], None)
-                    counts["released"] += 1
-                    return
-                counts[await engine.process(row)] += 1
-            except Exception:
-                # One bad row must not stop the batch; its lease expires and it is reconciled.
-                counts["error"] += 1
-                log.exception("touchpoint.error", touch_point_id=row["id"])
-            finally:
-                in_flight.discard(row["id"])
+        try:
+            if daemon.shutdown.is_set():
+                # Shutting down: hand unstarted rows back instead of starting new sends.
+                await db.execute("defer_touchpoint", row["id"], row["due_at"], None)
+                counts["released"] += 1
+                return
+            counts[await engine.process(row)] += 1
+        except Exception:
+            # One bad row must not stop the loop; its lease expires and it is reconciled.
+            counts["error"] += 1
+            log.exception("touchpoint.error", touch_point_id=row["id"])
 
     async def heartbeat() -> None:
-        while in_flight:
+        while True:
             await asyncio.sleep(tp.lease / 3)
-            with suppress(asyncpg.PostgresError, OSError):
-                await db.execute("extend_leases", daemon.instance_id, tp.lease, list(in_flight))
+            if in_flight:
+                with suppress(asyncpg.PostgresError, OSError):
+                    await db.execute(
+                        "extend_leases", daemon.instance_id, tp.lease, list(in_flight.values())
+                    )
 
     beat = asyncio.create_task(heartbeat())
     try:
-        await asyncio.gather(*(one(r) for r in rows))
+        while True:
+            free = tp.concurrency - len(in_flight)
+            if not drained and free > 0 and not daemon.shutdown.is_set():
+                limit = min(tp.batch_size, free)
+                rows = await db.fetch("claim_touchpoints", daemon.instance_id, tp.lease, limit)
+                for row in rows:
+                    in_flight[asyncio.create_task(one(row))] = row["id"]
+                drained = len(rows) < limit
+                if not drained and len(rows) < free:
+                    continue  # more are due and there is room: claim again now
+            if not in_flight:
+                return
+            woken = asyncio.create_task(daemon.wake_touchpoints.wait())
+            try:
+                done, _ = await asyncio.wait(
+                    {*in_flight, woken}, return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                woken.cancel()
+            for task in done:
+                if task is not woken:
+                    del in_flight[task]
+            daemon.supervisor.beat("touchpoints")  # a long busy cycle is still progress
+            if daemon.wake_touchpoints.is_set() and not daemon.shutdown.is_set():
+                # A new lead: enrich it now and look for due rows again.
+                daemon.wake_touchpoints.clear()
+                await _enrich(daemon)
+                drained = False
+    except asyncio.CancelledError:
+        for task in in_flight:  # forced shutdown: do not wait out slow provider calls
+            task.cancel()
+        raise
     finally:
+        if in_flight:
+            await asyncio.gather(*in_flight, return_exceptions=True)
         beat.cancel()
         with suppress(asyncio.CancelledError):
             await beat
-    return counts

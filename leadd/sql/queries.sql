@@ -81,9 +81,14 @@ WHERE tenant_id = $1 AND shopmonkey_order_id = $2 FOR UPDATE;
 -- name: update_lead_order
 UPDATE leads SET order_data = $3, order_version = $4, order_updated_at = $5,
     customer_id = $6, vehicle_id = $7, updated_at = now(),
-    -- a customer or vehicle linked later means there is something new to enrich
-    enrichment_status = CASE WHEN customer_id IS DISTINCT FROM $6 OR vehicle_id IS DISTINCT FROM $7
+    -- A customer or vehicle linked later means there is something new to enrich: due now,
+    -- with a fresh attempt budget. 'pending' stays pending (its touch points wait for the
+    -- first enrichment); only a finished enrichment is reopened.
+    enrichment_status = CASE WHEN (customer_id IS DISTINCT FROM $6 OR vehicle_id IS DISTINCT FROM $7)
+                                  AND enrichment_status = 'done'
                              THEN 'partial' ELSE enrichment_status END,
+    enrichment_attempts = CASE WHEN customer_id IS DISTINCT FROM $6 OR vehicle_id IS DISTINCT FROM $7
+                               THEN 0 ELSE enrichment_attempts END,
     enrich_after = CASE WHEN customer_id IS DISTINCT FROM $6 OR vehicle_id IS DISTINCT FROM $7
                         THEN now() ELSE enrich_after END
 WHERE tenant_id = $1 AND id = $2;
@@ -242,6 +247,13 @@ UPDATE touch_points SET state = 'scheduled', due_at = $3, last_error = $4, claim
     lease_until = NULL, updated_at = now()
 WHERE tenant_id = $1 AND id = $2;
 
+-- name: defer_touchpoint
+-- Back to `scheduled` without counting the claim as an attempt: waiting for quiet hours, a
+-- frequency cap or opening hours (or a graceful shutdown) is not a failed send.
+UPDATE touch_points SET state = 'scheduled', due_at = $3, last_error = $4, claimed_by = NULL,
+    lease_until = NULL, attempts = GREATEST(attempts - 1, 0), updated_at = now()
+WHERE tenant_id = $1 AND id = $2;
+
 -- name: finish_touchpoint
 -- Terminal outcomes without a send: failed, skipped, cancelled.
 UPDATE touch_points SET state = $3, last_error = $4, lease_until = NULL, updated_at = now()
@@ -252,11 +264,33 @@ INSERT INTO message_attempts (tenant_id, touch_point_id, lead_id, channel, provi
     http_status, error_code, error_message, latency_ms, outcome, dry_run)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12);
 
--- name: recent_sms_times
-SELECT sent_at FROM touch_points
-WHERE tenant_id = $1 AND channel = 'sms' AND state = 'sent' AND recipient = $2
-  AND sent_at > now() - interval '24 hours'
-ORDER BY sent_at;
+-- name: sms_gate
+-- Before an SMS: is the phone opted out, and what the frequency cap counts: SMS sent to it in
+-- the last 24 h, plus those another daemon is sending right now (counted as sent when
+-- claimed: erring towards fewer messages).
+SELECT EXISTS (SELECT 1 FROM contact_optouts
+               WHERE tenant_id = $1 AND channel = 'sms' AND address = $2) AS opted_out,
+       ARRAY(SELECT COALESCE(sent_at, claimed_at) FROM touch_points
+             WHERE tenant_id = $1 AND channel = 'sms' AND recipient = $2 AND id <> $3
+               AND ((state = 'sent' AND sent_at > now() - interval '24 hours')
+                    OR (state = 'sending' AND claimed_at > now() - interval '24 hours'))
+             ORDER BY 1) AS recent;
+
+-- name: record_sent
+-- An accepted send in one statement: the attempt, the sent mark and the transcript line.
+WITH attempt AS (
+    INSERT INTO message_attempts (tenant_id, touch_point_id, lead_id, channel, provider,
+        provider_id, http_status, latency_ms, outcome, dry_run)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'sent', $9)
+), sent AS (
+    UPDATE touch_points SET state = 'sent', provider_id = $6, sent_at = now(), dry_run = $9,
+        lease_until = NULL, last_error = NULL, updated_at = now()
+    WHERE tenant_id = $1 AND id = $2
+)
+INSERT INTO chat_messages (tenant_id, lead_id, session_id, direction, channel, address, body, provider_id)
+SELECT $1, $3, cs.id, 'outbound', $4, $10, $11, $6
+FROM (SELECT 1) one LEFT JOIN chat_sessions cs ON cs.tenant_id = $1 AND cs.lead_id = $3
+ON CONFLICT (tenant_id, provider_id) WHERE provider_id IS NOT NULL DO NOTHING;
 
 -- name: is_opted_out
 SELECT reason FROM contact_optouts WHERE tenant_id = $1 AND channel = $2 AND address = $3;

@@ -1,0 +1,148 @@
+"""Shared pieces of the outreach end-to-end tests: config for a daemon wired to the fake
+providers, a signed order webhook that embeds its customer (no Shopmonkey API needed), and
+small database readers."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any
+
+import aiohttp
+import asyncpg
+
+from leadd.config import Config
+from leadd.providers.shopmonkey import sign_webhook
+from tests.conftest import base_config, make_config
+from tests.fakes.sendgrid import FakeSendGrid
+from tests.fakes.twilio import FakeTwilio
+
+SECRET = "test-secret"
+SMS_FROM = "+15125550199"
+# Chicago (312): one time zone, IL has no state rule stricter than the 09:00-20:00 default.
+PHONE = "+13125550123"
+
+
+def provider_sections(
+    twilio: FakeTwilio, sendgrid: FakeSendGrid | None = None, sendgrid_key: str = ""
+) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "twilio": {
+            "base_url": twilio.url,
+            "account_sid": twilio.account_sid,
+            "auth_token": twilio.auth_token,
+            "from_number": SMS_FROM,
+            "messages_per_second": 1000,
+        }
+    }
+    if sendgrid is not None:
+        out["sendgrid"] = {
+            "base_url": sendgrid.url,
+            "api_key": sendgrid.api_key,
+            "from_email": "service@acme.example",
+            "event_webhook_public_key": sendgrid_key,
+        }
+    return out
+
+
+def sms_only(*steps: dict[str, Any]) -> dict[str, Any]:
+    return {"default": list(steps)}
+
+
+def outreach_config(
+    database_url: str,
+    twilio: FakeTwilio,
+    sendgrid: FakeSendGrid | None = None,
+    *,
+    sequences: dict[str, Any] | None = None,
+    touchpoints: dict[str, Any] | None = None,
+    sendgrid_key: str = "",
+    **overrides: Any,
+) -> Config:
+    tp = {"interval": "30s", "retry_base": "100ms", "retry_cap": "1s", "lease": "30s"}
+    tp.update(touchpoints or {})
+    return make_config(
+        database_url,
+        **provider_sections(twilio, sendgrid, sendgrid_key),
+        touchpoints=tp,
+        sequences=sequences
+        or sms_only(
+            {
+                "name": "ack",
+                "channel": "sms",
+                "delay": "0s",
+                "after": "created",
+                "template": "Hi {{ customer.first_name }}, thanks from {{ location.name }}!",
+            }
+        ),
+        **overrides,
+    )
+
+
+def order_payload(
+    *, phone: str | None = PHONE, email: str | None = None, first_name: str = "Jamie"
+) -> dict[str, Any]:
+    customer: dict[str, Any] = {"firstName": first_name, "lastName": "Rivera"}
+    customer["phoneNumbers"] = [{"number": phone, "primary": True}] if phone else []
+    customer["emails"] = [{"email": email, "primary": True}] if email else []
+    return {
+        "operation": "INSERT",
+        "table": "order",
+        "data": {
+            "id": str(uuid.uuid4()),
+            "number": 1042,
+            "locationId": "loc-sm-1",
+            "customerId": str(uuid.uuid4()),
+            "meta": {"version": 1},
+            "generatedVehicleName": "2016 Honda Civic",
+            "customer": customer,
+            "vehicle": {"year": 2016, "make": "Honda", "model": "Civic"},
+            "services": [{"name": "Oil change", "totalCents": 9999}],
+        },
+    }
+
+
+async def post_order(
+    session: aiohttp.ClientSession, base: str, payload: dict[str, Any], secret: str = SECRET
+) -> str:
+    """POST a signed order webhook; returns the new lead id."""
+    body = json.dumps(payload).encode()
+    headers = sign_webhook(
+        body, secret, msg_id=f"msg_{uuid.uuid4().hex}", timestamp=int(time.time())
+    )
+    headers["Content-Type"] = "application/json"
+    async with session.post(f"{base}/webhooks/shopmonkey/order", data=body, headers=headers) as r:
+        answer = await r.json()
+        assert r.status == 200, answer
+        return str(answer["leadId"])
+
+
+async def touch_points(url: str, lead_id: str | None = None) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(url)
+    try:
+        if lead_id is None:
+            return await conn.fetch("SELECT * FROM touch_points ORDER BY id")
+        return await conn.fetch(
+            "SELECT * FROM touch_points WHERE lead_id = $1 ORDER BY step_index", uuid.UUID(lead_id)
+        )
+    finally:
+        await conn.close()
+
+
+async def sql(url: str, query: str, *args: Any) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(url)
+    try:
+        return await conn.fetch(query, *args)
+    finally:
+        await conn.close()
+
+
+def base_with_providers(
+    database_url: str, twilio: FakeTwilio, port: int, **overrides: Any
+) -> dict[str, Any]:
+    """A config dict (for `leadd run` subprocesses) wired to the fakes and a fixed port."""
+    data = base_config(**provider_sections(twilio), **overrides)
+    data["database"] = {"url": database_url}
+    data["http"] = {"host": "127.0.0.1", "port": port, "public_url": f"http://127.0.0.1:{port}"}
+    return data
