@@ -10,6 +10,7 @@ retried later; touch points go ahead with the channels that are known.
 from __future__ import annotations
 
 import datetime as dt
+import secrets
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
@@ -154,6 +155,7 @@ async def _save(
         status,
         None if status == "done" else retry,
         error,
+        secrets.token_urlsafe(24),
     )
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-import secrets
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -253,7 +252,6 @@ async def _create(
             [s.name for s in steps],
             [s.channel for s in steps],
             [s.due_at for s in steps],
-            secrets.token_urlsafe(24),
         )
     if row is None:
         return None

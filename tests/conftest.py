@@ -25,7 +25,6 @@ from leadd import config as configmod
 from leadd import db as dbmod
 
 ROOT = Path(__file__).resolve().parent.parent
-FIXTURES = ROOT.parent / "shared" / "fixtures"
 TENANT_ID = "6f1c1c53-3f3e-4d0a-9d7e-0a6b1b1e0001"
 # One state_dir for every test config (only the embedded server would write there); removed
 # when the test process exits.

@@ -32,9 +32,16 @@ async def run(daemon: Daemon) -> None:
         return
     engine = Outreach(daemon)
     interval = daemon.config.touchpoints.interval
+    next_full = 0.0
     while not daemon.shutdown.is_set():
         daemon.wake_touchpoints.clear()
-        await run_once(daemon, engine)
+        # A wake by a new lead only needs enrich + send; reconciling expired leases and the
+        # due gauge run on the interval (leases expire on that scale), so a burst of leads
+        # does not pay for them once per lead.
+        full = time.monotonic() >= next_full
+        if full:
+            next_full = time.monotonic() + interval
+        await run_once(daemon, engine, full=full)
         daemon.supervisor.beat("touchpoints")
         metrics.LOOP_LAST_RUN.labels("touchpoints").set(time.time())
         if daemon.wake_touchpoints.is_set():
@@ -48,7 +55,9 @@ async def run(daemon: Daemon) -> None:
             stop.cancel()
 
 
-async def run_once(daemon: Daemon, engine: Outreach | None = None) -> Counter[str]:
+async def run_once(
+    daemon: Daemon, engine: Outreach | None = None, *, full: bool = True
+) -> Counter[str]:
     """One cycle: enrich, reconcile, then send until nothing is due (or shutdown).
 
     Sending is a pipeline, not batch-by-batch: up to `concurrency` sends are in flight, and
@@ -61,11 +70,14 @@ async def run_once(daemon: Daemon, engine: Outreach | None = None) -> Counter[st
     assert db is not None
     counts: Counter[str] = Counter()
     await _enrich(daemon)
-    for row in await db.fetch("claim_stale_sending", daemon.instance_id, tp.lease, tp.batch_size):
-        counts["reconcile:" + await engine.reconcile(row)] += 1
+    if full:
+        stale = await db.fetch("claim_stale_sending", daemon.instance_id, tp.lease, tp.batch_size)
+        for row in stale:
+            counts["reconcile:" + await engine.reconcile(row)] += 1
     await _send_due(daemon, engine, counts)
-    due = await db.fetchrow("count_due_touchpoints")
-    metrics.TOUCHPOINTS_DUE.set(due["n"] if due else 0)
+    if full:
+        due = await db.fetchrow("count_due_touchpoints")
+        metrics.TOUCHPOINTS_DUE.set(due["n"] if due else 0)
     if counts:
         log.info("touchpoints.cycle", **dict(counts))
     return counts
@@ -75,6 +87,9 @@ async def _enrich(daemon: Daemon) -> None:
     """Enrich every lead that is due. A burst of new leads can exceed one call's limit, and
     each call works through its leads one by one, so a few calls run side by side (their
     claims are disjoint: SKIP LOCKED)."""
+    # One claimer first: a lone new lead costs one claim, not ENRICH_WORKERS of them.
+    if await enrichment.enrich_due(daemon, ENRICH_BATCH) < ENRICH_BATCH:
+        return
     while not daemon.shutdown.is_set():
         done = await asyncio.gather(
             *(enrichment.enrich_due(daemon, ENRICH_BATCH) for _ in range(ENRICH_WORKERS))

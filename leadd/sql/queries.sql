@@ -65,9 +65,7 @@ WITH ins AS (
     INSERT INTO touch_points (tenant_id, lead_id, sequence, step_index, step_name, channel, due_at)
     SELECT $1, ins.id, $14, s.idx, s.name, s.channel, s.due
     FROM ins, unnest($15::int[], $16::text[], $17::text[], $18::timestamptz[]) AS s(idx, name, channel, due)
-), chat AS (
-    INSERT INTO chat_sessions (id, tenant_id, lead_id, token)
-    SELECT gen_random_uuid(), $1, id, $19 FROM ins
+
 )
 SELECT id FROM ins;
 
@@ -132,6 +130,13 @@ WHERE id IN (
 RETURNING *;
 
 -- name: save_enrichment
+-- Also opens the lead's chat session (an unguessable token for chat and unsubscribe links):
+-- here rather than in insert_lead, to keep the webhook's transaction as small as possible.
+WITH chat AS (
+    INSERT INTO chat_sessions (id, tenant_id, lead_id, token)
+    VALUES (gen_random_uuid(), $1, $2, $12)
+    ON CONFLICT (tenant_id, lead_id) DO NOTHING
+)
 UPDATE leads SET first_name = $3, last_name = $4, phone = $5, email = $6, vehicle = $7,
     services = $8, enrichment_status = $9, enrich_after = $10, last_error = $11, updated_at = now()
 WHERE tenant_id = $1 AND id = $2;
