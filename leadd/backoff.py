@@ -19,5 +19,5 @@ class Backoff:
 
     def delay(self, attempt: int, rng: random.Random | None = None) -> float:
         raw = min(self.cap, self.base * (2 ** max(0, attempt)))
-        r = float((rng or random).uniform(-self.jitter, self.jitter))
-        return max(0.0, min(self.cap, raw * (1 + r)))
+        r: float = (rng or random).uniform(-self.jitter, self.jitter)
+        return float(max(0.0, min(self.cap, raw * (1 + r))))

@@ -181,7 +181,8 @@ async def _after_enrichment(
                     row["id"],
                     "attached to an open lead of the same person",
                 )
-                state = (await conn.fetchrow(Q["lock_lead"], db.tenant_id, row["id"]))["state"]
+                locked = await conn.fetchrow(Q["lock_lead"], db.tenant_id, row["id"])
+                state = locked["state"] if locked else None
                 await conn.execute(
                     Q["insert_lead_event"],
                     db.tenant_id,

@@ -19,7 +19,7 @@ import asyncpg
 from leadd import db as dbmod
 from leadd import metrics, sequences
 from leadd.config import Config
-from leadd.db import Q
+from leadd.db import Conn, Q
 from leadd.logs import get_logger
 
 log = get_logger(__name__)
@@ -311,12 +311,12 @@ def _cause(event: OrderEvent) -> str:
 def _same(order: dict[str, Any], row: asyncpg.Record) -> bool:
     version = _version(order)
     if version is not None and row["order_version"] is not None:
-        return version == row["order_version"]
-    return parse_time(order.get("updatedDate")) == row["order_updated_at"]
+        return bool(version == row["order_version"])
+    return bool(parse_time(order.get("updatedDate")) == row["order_updated_at"])
 
 
 async def _transition(
-    conn: asyncpg.Connection,
+    conn: Conn,
     tenant_id: uuid.UUID,
     lead_id: uuid.UUID,
     current: str,
@@ -337,7 +337,7 @@ async def advance(
     target: str,
     cause: str,
     detail: dict[str, Any] | None = None,
-    conn: asyncpg.Connection | None = None,
+    conn: Conn | None = None,
 ) -> bool:
     """Move a lead forward if the transition is allowed (replies, first send...)."""
     if conn is None:
@@ -358,7 +358,7 @@ def is_test_contact(phone: str | None, email: str | None) -> bool:
     """demo_mode lets through only obvious test people: +1555 numbers, test/demo e-mails."""
     if phone and phone.startswith("+1555"):
         return True
-    return bool(email) and any(word in email.lower() for word in ("test", "demo"))
+    return email is not None and any(word in email.lower() for word in ("test", "demo"))
 
 
 def demo_filter_reason(order: dict[str, Any]) -> str | None:

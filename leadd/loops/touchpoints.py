@@ -149,7 +149,7 @@ async def _send_due(daemon: Daemon, engine: Outreach, counts: Counter[str]) -> N
                 woken.cancel()
             for task in done:
                 if task is not woken:
-                    del in_flight[task]
+                    in_flight.pop(task)  # type: ignore[arg-type]
             daemon.supervisor.beat("touchpoints")  # a long busy cycle is still progress
             if daemon.wake_touchpoints.is_set() and not daemon.shutdown.is_set():
                 # A new lead: enrich it now and look for due rows again.

@@ -19,7 +19,7 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Protocol
 from urllib.parse import urlparse
 
@@ -71,7 +71,9 @@ class TwilioError(Exception):
 
 
 class _MultiValued(Protocol):
-    def getall(self, key: str) -> list[str]: ...
+    def getall(self, key: str) -> list[Any]: ...
+
+    def __iter__(self) -> Iterator[str]: ...
 
 
 class TwilioClient:
@@ -348,7 +350,9 @@ def parse_error(status: int, text: str) -> tuple[str, str | None]:
     return code or f"http_{status}", message
 
 
-def compute_signature(auth_token: str, url: str, params: Mapping[str, str] | None) -> str:
+def compute_signature(
+    auth_token: str, url: str, params: Mapping[str, str] | _MultiValued | None
+) -> str:
     """X-Twilio-Signature for a request: base64(HMAC-SHA1(token, url + name+value...)).
 
     Names in sorted order; each name's distinct values in sorted order (twilio-python drops
@@ -366,7 +370,10 @@ def compute_signature(auth_token: str, url: str, params: Mapping[str, str] | Non
 
 
 def validate_signature(
-    auth_token: str, url: str, params: Mapping[str, str] | None, signature: str | None
+    auth_token: str,
+    url: str,
+    params: Mapping[str, str] | _MultiValued | None,
+    signature: str | None,
 ) -> bool:
     """True when `signature` matches `url` + `params` under `auth_token`.
 
