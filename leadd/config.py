@@ -69,7 +69,7 @@ class ShopmonkeyConfig:
     webhook_secrets: tuple[str, ...] = ()
     poll_interval: float = 30.0
     requests_per_second: float = 2.0
-    poll_lookback: float = 86400.0  # first poll (no cursor yet) looks back this far
+    poll_lookback: float = 3600.0  # first poll (no cursor yet) looks back this far
 
     @property
     def live(self) -> bool:
@@ -125,6 +125,7 @@ class ComplianceConfig:
 @dataclass(frozen=True)
 class LeadsConfig:
     dedupe_window: float = 7 * 86400.0
+    max_order_age: float = 3 * 86400.0  # older orders seen for the first time are not new leads
     enrichment_retry: float = 300.0
     default_region: str = "US"
 
@@ -699,7 +700,7 @@ def build(
         webhook_secrets=s.get("webhook_secrets", _secret_list, "a list of secrets", ()),
         poll_interval=s.get("poll_interval", _duration, 'a duration such as "30s"', 30.0),
         requests_per_second=s.get("requests_per_second", _pos_float, "a positive number", 2.0),
-        poll_lookback=s.get("poll_lookback", _duration, 'a duration such as "1d"', 86400.0),
+        poll_lookback=s.get("poll_lookback", _duration, 'a duration such as "1h"', 3600.0),
     )
     s.done()
 
@@ -758,6 +759,7 @@ def build(
     ld = root.child("leads")
     leads = LeadsConfig(
         dedupe_window=ld.get("dedupe_window", _duration, 'a duration such as "7d"', 7 * 86400.0),
+        max_order_age=ld.get("max_order_age", _duration, 'a duration such as "3d"', 3 * 86400.0),
         enrichment_retry=ld.get("enrichment_retry", _duration, "a duration", 300.0),
         default_region=ld.get("default_region", _region, "a two-letter region such as US", "US"),
     )

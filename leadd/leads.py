@@ -203,15 +203,29 @@ async def ingest(
 ) -> IngestResult:
     """Store an order event idempotently; create the lead (with its touch points) or move it."""
     order = event.order
+    now = now or dt.datetime.now(dt.UTC)
     target = order_target_state(order, event.operation)
-    if target in TERMINAL:
+    # A first sighting that is not a fresh request (already closed, or an old order that was
+    # merely edited today, seen by the poller or an UPDATE) must not start a "thanks for your
+    # request" sequence. An INSERT is a new order by definition, however late it arrives.
+    created_at = parse_time(order.get("createdDate"))
+    too_old = (
+        event.operation != "INSERT"
+        and created_at is not None
+        and (now - created_at).total_seconds() > cfg.leads.max_order_age
+    )
+    if target in TERMINAL or too_old:
         existing = await db.fetchrow("lead_id_by_order", event.order_id)
         if existing is None:
-            # First sighting of an order that is already closed: not a lead to follow up.
+            reason = (
+                "order already closed"
+                if target in TERMINAL
+                else ("order created before the lead window (leads.max_order_age)")
+            )
             metrics.LEADS_INGESTED.labels(event.source, "ignored").inc()
-            return IngestResult(None, "ignored", reason="order already closed")
+            return IngestResult(None, "ignored", reason=reason)
     else:
-        created = await _create(db, cfg, event, now or dt.datetime.now(dt.UTC))
+        created = await _create(db, cfg, event, now)
         if created is not None:
             metrics.LEADS_INGESTED.labels(event.source, "created").inc()
             if target is not None:  # e.g. first seen already authorized
