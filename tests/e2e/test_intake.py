@@ -394,18 +394,20 @@ async def test_edits_to_old_orders_never_start_a_lead_but_a_late_insert_does(
     poller) is not a new estimate request: texting "thanks for your request" would be spam.
     A late INSERT (Shopmonkey retries for days) is still a real new order."""
     old = iso(dt.datetime.now(dt.UTC) - dt.timedelta(days=30))
-    async with FakeShopmonkey(api_key=API_KEY) as fake:
-        async with polling_daemon(database_url, fake) as daemon:
-            status, answer = await post(daemon, order_event("UPDATE", createdDate=old))
-            assert status == 200 and "max_order_age" in answer["ignored"]
-            fake.add_order(shop_order(createdDate=old))
-            counts = await poll.run_once(daemon)
-            assert counts is not None and counts["ignored"] == 1 and counts["created"] == 0
-            assert await stored(daemon) == (0, 0)
+    async with (
+        FakeShopmonkey(api_key=API_KEY) as fake,
+        polling_daemon(database_url, fake) as daemon,
+    ):
+        status, answer = await post(daemon, order_event("UPDATE", createdDate=old))
+        assert status == 200 and "max_order_age" in answer["ignored"]
+        fake.add_order(shop_order(createdDate=old))
+        counts = await poll.run_once(daemon)
+        assert counts is not None and counts["ignored"] == 1 and counts["created"] == 0
+        assert await stored(daemon) == (0, 0)
 
-            status, answer = await post(daemon, order_event("INSERT", createdDate=old))
-            assert status == 200 and "leadId" in answer
-            assert await stored(daemon) == (1, 1)
+        status, answer = await post(daemon, order_event("INSERT", createdDate=old))
+        assert status == 200 and "leadId" in answer
+        assert await stored(daemon) == (1, 1)
 
 
 # --------------------------------------------------------------------------- poller
