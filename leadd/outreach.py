@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 
 AMBIGUOUS_CODES = frozenset({"timeout", "connection"})
+FIRST_ACK_GRACE = dt.timedelta(minutes=15)
 
 
 @dataclass(frozen=True)
@@ -187,7 +188,15 @@ class Outreach:
         cfg = self.cfg
         candidates: list[dt.datetime] = []
         if step.channel == "sms":
-            first_ack = row["step_index"] == 0 and step.delay == 0 and step.after == "created"
+            # The instant acknowledgement answers the customer's own request, so it may go at
+            # any hour, but only while it is instant: one held up by a provider outage (or
+            # found late) must not arrive at 11 pm hours after the request.
+            first_ack = (
+                row["step_index"] == 0
+                and step.delay == 0
+                and step.after == "created"
+                and now - row["lead_created_at"] <= FIRST_ACK_GRACE
+            )
             if not (first_ack and cfg.compliance.first_touch_immediate):
                 tz = phones.timezone_of(address, location.timezone)
                 allowed = self.rules.quiet.next_allowed(now, tz, phones.us_state_of(address))

@@ -325,6 +325,30 @@ async def test_first_acknowledgement_is_deferred_at_night_when_configured(
         assert twilio.messages == []
 
 
+async def test_a_stalled_first_acknowledgement_waits_for_the_window(
+    database_url: str, twilio: FakeTwilio, http: aiohttp.ClientSession
+) -> None:
+    """The acknowledgement may go at any hour only while it is instant: one held up past the
+    grace period (here by a 429) obeys quiet hours like any follow-up, never 11 pm."""
+    twilio.fail_next(1, status=429, code=20429)
+    cfg = outreach_config(database_url, twilio, touchpoints={"interval": "1h"})
+    async with running_daemon(cfg) as daemon:
+        lead_id = await post_order(http, base_url(daemon), order_payload())
+
+        async def retry_scheduled() -> bool:
+            [tp] = await touch_points(database_url, lead_id)
+            return tp["state"] == "scheduled" and tp["attempts"] == 1
+
+        await wait_for(retry_scheduled)
+        [tp] = await touch_points(database_url, lead_id)
+        await _make_due(database_url, tp["id"])
+        engine = Outreach(daemon, clock=Clock(at_chicago(23, 15)))
+        assert (await touchpoints.run_once(daemon, engine))["deferred"] == 1
+        [tp] = await touch_points(database_url, lead_id)
+        assert tp["state"] == "scheduled" and tp["due_at"] == at_chicago(9, 0, days=2)
+        assert twilio.messages == []
+
+
 async def test_frequency_cap_defers_the_fourth_sms_in_24_hours(
     database_url: str, twilio: FakeTwilio, http: aiohttp.ClientSession
 ) -> None:
