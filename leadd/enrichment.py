@@ -98,18 +98,17 @@ async def _enrich_one(daemon: Daemon, row: asyncpg.Record) -> None:
         data["vehicle"] = {"description": order.get("generatedVehicleName")}
     if services_raw is not None:
         data["services"] = _priced(services_raw, location.services)
-    phone, email = phone or row["phone"], email or row["email"]
     status = "partial" if missing else "done"
     await _save(daemon, row, data, error="; ".join(missing) or None, status=status)
     log.info(
         "lead.enriched",
         lead_id=str(row["id"]),
         status=status,
-        phone=phone,
-        email=email,
+        phone=phone or row["phone"],
+        email=email or row["email"],
         missing=missing,
     )
-    await _after_enrichment(daemon, row, phone, email)
+    daemon.wake_touchpoints.set()
 
 
 def _priced(services: list[Any], catalog: Any) -> list[dict[str, Any]]:
@@ -143,54 +142,31 @@ async def _save(
         value = data.get(key)
         return row[key] if value is None else value
 
-    await db.execute(
-        "save_enrichment",
+    cfg = daemon.config
+    phone, email = known("phone"), known("email")
+    args = (
         row["id"],
         known("first_name"),
         known("last_name"),
-        known("phone"),
-        known("email"),
+        phone,
+        email,
         known("vehicle"),
         known("services"),
         status,
         None if status == "done" else retry,
         error,
         secrets.token_urlsafe(24),
+        cfg.leads.dedupe_window,
     )
-
-
-async def _after_enrichment(
-    daemon: Daemon, row: asyncpg.Record, phone: str | None, email: str | None
-) -> None:
-    db, cfg = daemon.db, daemon.config
-    assert db is not None
+    # The save is what releases the lead's touch points (status leaves 'pending'), so the
+    # decisions that must stop them (demo filter, dedupe) commit with it, never after.
     if cfg.demo_mode and (phone or email) and not leads.is_test_contact(phone, email):
-        await leads.advance(db, row["id"], "lost", "demo_mode.filtered")
+        async with db.transaction() as conn:
+            await conn.execute(Q["save_enrichment"], db.tenant_id, *args, False)
+            await leads.advance(db, row["id"], "lost", "demo_mode.filtered", conn=conn)
         log.info("lead.demo_filtered", lead_id=str(row["id"]))
         return
-    if (phone or email) and row["attached_to"] is None:
-        other = await db.fetchrow(
-            "find_open_lead_for_person", row["id"], phone, email, cfg.leads.dedupe_window
-        )
-        if other is not None:
-            async with db.transaction() as conn:
-                await conn.execute(Q["attach_lead"], db.tenant_id, row["id"], other["id"])
-                await conn.execute(
-                    Q["cancel_lead_touchpoints"],
-                    db.tenant_id,
-                    row["id"],
-                    "attached to an open lead of the same person",
-                )
-                locked = await conn.fetchrow(Q["lock_lead"], db.tenant_id, row["id"])
-                state = locked["state"] if locked else None
-                await conn.execute(
-                    Q["insert_lead_event"],
-                    db.tenant_id,
-                    row["id"],
-                    state,
-                    state,
-                    "dedupe.attached",
-                    {"attached_to": str(other["id"])},
-                )
-            log.info("lead.attached", lead_id=str(row["id"]), attached_to=str(other["id"]))
-    daemon.wake_touchpoints.set()
+    dedupe = bool(phone or email) and row["attached_to"] is None
+    saved = await db.fetchrow("save_enrichment", *args, dedupe)
+    if saved is not None and saved["attached_to"] is not None:
+        log.info("lead.attached", lead_id=str(row["id"]), attached_to=str(saved["attached_to"]))

@@ -124,18 +124,27 @@ class Outreach:
     ) -> str:
         """Opt-out, time windows and cap, render, send, record."""
         cfg = self.cfg
-        if step.channel == "sms":
-            # One round trip for the opt-out and the frequency-cap history.
-            gate = await self.db.fetchrow("sms_gate", address, row["id"])
-            assert gate is not None
-            opted_out, recent = gate["opted_out"], list(gate["recent"])
-        else:
-            opted_out, recent = bool(await self.db.fetchrow("is_opted_out", "email", address)), []
-        if opted_out:
+        now = self.clock()
+        try:
+            subject, body = self._render(row, step, location, now)
+        except (templates.TemplateError, KeyError, ValueError, TypeError) as exc:
+            await self.db.execute(
+                "set_lead_error", row["lead_id"], f"{step.name}: template error: {exc}"
+            )
+            return await self._finish(row, "failed", f"template error: {exc}")
+        sender = (
+            (location.sms_from or location.phone or "")
+            if step.channel == "sms"
+            else (cfg.sendgrid.from_email)
+        )
+        # One round trip: opt-out, frequency-cap history, and (unless opted out) what is about
+        # to be sent, stored before the provider call so a crash can be reconciled.
+        gate = await self.db.fetchrow("send_gate", step.channel, address, row["id"], sender, body)
+        assert gate is not None
+        if gate["opted_out"]:
             return await self._finish(row, "cancelled", f"{step.channel} opted out")
 
-        now = self.clock()
-        defer_to = self._defer_until(row, step, location, address, now, recent)
+        defer_to = self._defer_until(row, step, location, address, now, list(gate["recent"]))
         if defer_to is not None:
             # A deferral is not an attempt: it must not eat into max_attempts or the backoff.
             await self.db.execute(
@@ -144,17 +153,7 @@ class Outreach:
             log.info("touchpoint.deferred", touch_point_id=row["id"], until=defer_to.isoformat())
             return "deferred"
 
-        try:
-            subject, body = self._render(row, step, location, now)
-        except (templates.TemplateError, KeyError, ValueError, TypeError) as exc:
-            await self.db.execute(
-                "set_lead_error", row["lead_id"], f"{step.name}: template error: {exc}"
-            )
-            return await self._finish(row, "failed", f"template error: {exc}")
-
         if step.channel == "sms":
-            sender = location.sms_from or location.phone or ""
-            await self.db.execute("set_sending_details", row["id"], address, sender, body)
             result = await self.daemon.twilio.send_sms(
                 to=address,
                 from_=sender,
@@ -162,8 +161,6 @@ class Outreach:
                 status_callback=f"{cfg.http.public_url}/webhooks/twilio/status",
             )
         else:
-            sender = cfg.sendgrid.from_email
-            await self.db.execute("set_sending_details", row["id"], address, sender, body)
             result = await self.daemon.sendgrid.send_email(
                 to=address,
                 to_name=" ".join(x for x in (row["first_name"], row["last_name"]) if x) or None,
@@ -382,9 +379,10 @@ class Outreach:
         body: str,
         result: SendResult,
     ) -> str:
-        """Attempt, sent mark and transcript line in one statement; plus new -> contacted."""
-        db = self.db
-        args = (
+        """Attempt, sent mark, transcript line and the first send's new -> contacted, in one
+        statement (one round trip on the hot path)."""
+        recorded = await self.db.fetchrow(
+            "record_sent",
             row["id"],
             row["lead_id"],
             step.channel,
@@ -395,25 +393,18 @@ class Outreach:
             result.dry_run,
             address,
             body,
+            f"{step.channel}.sent",
+            {"touch_point_id": row["id"]},
         )
-        first = False
-        if row["lead_state"] != "new":
-            # States only move forward: a lead past `new` has nothing to change, so no lock.
-            await db.execute("record_sent", *args)
-        else:
-            async with db.transaction() as conn:
-                # Lock the lead (advance: FOR UPDATE) before the chat message's foreign key
-                # takes KEY SHARE on it: two sends of one lead committing together would
-                # otherwise each hold KEY SHARE and wait for the other (deadlock).
-                first = await leads.advance(
-                    db,
-                    row["lead_id"],
-                    "contacted",
-                    f"{step.channel}.sent",
-                    {"touch_point_id": row["id"]},
-                    conn,
-                )
-                await conn.execute(Q["record_sent"], db.tenant_id, *args)
+        first = bool(recorded and recorded["moved"])
+        if first:
+            log.info(
+                "lead.state",
+                lead_id=str(row["lead_id"]),
+                from_state="new",
+                to_state="contacted",
+                cause=f"{step.channel}.sent",
+            )
         metrics.MESSAGES.labels(step.channel, "dry_run" if result.dry_run else "sent").inc()
         if first:
             metrics.SPEED_TO_LEAD.observe((_now() - row["lead_created_at"]).total_seconds())

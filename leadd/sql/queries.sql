@@ -130,30 +130,45 @@ WHERE id IN (
 RETURNING *;
 
 -- name: save_enrichment
--- Also opens the lead's chat session (an unguessable token for chat and unsubscribe links):
--- here rather than in insert_lead, to keep the webhook's transaction as small as possible.
+-- What enrichment learned, in one statement with what must commit with it: the lead's chat
+-- session (an unguessable token for chat and unsubscribe links; here rather than in
+-- insert_lead to keep the webhook's transaction small) and, when $14, dedupe of people: the
+-- oldest open, unattached lead of the same phone or e-mail within the window ($13 s) becomes
+-- this lead's `attached_to`, and this lead's pending touch points are cancelled. Leaving
+-- 'pending' releases the touch points, so a duplicate can never be texted in between.
 WITH chat AS (
     INSERT INTO chat_sessions (id, tenant_id, lead_id, token)
     VALUES (gen_random_uuid(), $1, $2, $12)
     ON CONFLICT (tenant_id, lead_id) DO NOTHING
+), other AS (
+    SELECT id FROM leads
+    WHERE $14 AND tenant_id = $1 AND id <> $2 AND attached_to IS NULL
+      AND state NOT IN ('completed', 'lost')
+      AND created_at >= now() - make_interval(secs => $13)
+      -- only to an older lead: two leads of one person enriched at once must not attach to
+      -- each other (both sequences cancelled, the person never answered)
+      AND (created_at, id) < (SELECT created_at, id FROM leads WHERE tenant_id = $1 AND id = $2)
+      AND ((phone IS NOT NULL AND phone = $5) OR (email IS NOT NULL AND email = $6))
+    ORDER BY created_at
+    LIMIT 1
+), saved AS (
+    UPDATE leads SET first_name = $3, last_name = $4, phone = $5, email = $6, vehicle = $7,
+        services = $8, enrichment_status = $9, enrich_after = $10, last_error = $11,
+        attached_to = COALESCE(attached_to, (SELECT id FROM other)), updated_at = now()
+    WHERE tenant_id = $1 AND id = $2
+    RETURNING state
+), cancelled AS (
+    UPDATE touch_points SET state = 'cancelled',
+        last_error = 'attached to an open lead of the same person', updated_at = now()
+    WHERE tenant_id = $1 AND lead_id = $2 AND state = 'scheduled'
+      AND EXISTS (SELECT 1 FROM other)
+), event AS (
+    INSERT INTO lead_events (tenant_id, lead_id, from_state, to_state, cause, detail)
+    SELECT $1, $2, saved.state, saved.state, 'dedupe.attached',
+           jsonb_build_object('attached_to', other.id::text)
+    FROM saved, other
 )
-UPDATE leads SET first_name = $3, last_name = $4, phone = $5, email = $6, vehicle = $7,
-    services = $8, enrichment_status = $9, enrich_after = $10, last_error = $11, updated_at = now()
-WHERE tenant_id = $1 AND id = $2;
-
--- name: find_open_lead_for_person
--- Dedupe of people: the oldest open, unattached lead of the same phone or e-mail within the
--- window, other than this one.
-SELECT id FROM leads
-WHERE tenant_id = $1 AND id <> $2 AND attached_to IS NULL
-  AND state NOT IN ('completed', 'lost')
-  AND created_at >= now() - make_interval(secs => $5)
-  AND ((phone IS NOT NULL AND phone = $3) OR (email IS NOT NULL AND email = $4))
-ORDER BY created_at
-LIMIT 1;
-
--- name: attach_lead
-UPDATE leads SET attached_to = $3, updated_at = now() WHERE tenant_id = $1 AND id = $2;
+SELECT (SELECT id FROM other) AS attached_to;
 
 -- ======================================================================= poller
 
@@ -237,11 +252,6 @@ RETURNING tp.*, old.claimed_at AS prev_claimed_at;
 UPDATE touch_points SET lease_until = now() + make_interval(secs => $3)
 WHERE tenant_id = $1 AND claimed_by = $2 AND state = 'sending' AND id = ANY($4::bigint[]);
 
--- name: set_sending_details
--- Written before the provider call, so reconciliation knows what to look for.
-UPDATE touch_points SET recipient = $3, sender = $4, body = $5, updated_at = now()
-WHERE tenant_id = $1 AND id = $2 AND state = 'sending';
-
 -- name: mark_sent
 UPDATE touch_points SET state = 'sent', provider_id = $3, sent_at = now(), dry_run = $4,
     lease_until = NULL, last_error = NULL, updated_at = now()
@@ -269,20 +279,33 @@ INSERT INTO message_attempts (tenant_id, touch_point_id, lead_id, channel, provi
     http_status, error_code, error_message, latency_ms, outcome, dry_run)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12);
 
--- name: sms_gate
--- Before an SMS: is the phone opted out, and what the frequency cap counts: SMS sent to it in
--- the last 24 h, plus those another daemon is sending right now (counted as sent when
--- claimed: erring towards fewer messages).
-SELECT EXISTS (SELECT 1 FROM contact_optouts
-               WHERE tenant_id = $1 AND channel = 'sms' AND address = $2) AS opted_out,
-       ARRAY(SELECT COALESCE(sent_at, claimed_at) FROM touch_points
-             WHERE tenant_id = $1 AND channel = 'sms' AND recipient = $2 AND id <> $3
-               AND ((state = 'sent' AND sent_at > now() - interval '24 hours')
-                    OR (state = 'sending' AND claimed_at > now() - interval '24 hours'))
-             ORDER BY 1) AS recent;
+-- name: send_gate
+-- Before a send, one round trip: is the address opted out; for SMS, what the frequency cap
+-- counts (SMS sent to it in the last 24 h, plus those another daemon is sending right now,
+-- counted as sent when claimed: erring towards fewer messages); and, unless opted out, the
+-- recipient/sender/body stored on the row before the provider call, for reconciliation.
+WITH gate AS (
+    SELECT EXISTS (SELECT 1 FROM contact_optouts
+                   WHERE tenant_id = $1 AND channel = $2 AND address = $3) AS opted_out,
+           ARRAY(SELECT COALESCE(sent_at, claimed_at) FROM touch_points
+                 WHERE tenant_id = $1 AND $2 = 'sms' AND channel = 'sms' AND recipient = $3
+                   AND id <> $4
+                   AND ((state = 'sent' AND sent_at > now() - interval '24 hours')
+                        OR (state = 'sending' AND claimed_at > now() - interval '24 hours'))
+                 ORDER BY 1) AS recent
+), details AS (
+    UPDATE touch_points SET recipient = $3, sender = $5, body = $6, updated_at = now()
+    WHERE tenant_id = $1 AND id = $4 AND state = 'sending' AND NOT (SELECT opted_out FROM gate)
+)
+SELECT opted_out, recent FROM gate;
 
 -- name: record_sent
--- An accepted send in one statement: the attempt, the sent mark and the transcript line.
+-- An accepted send in one statement: the attempt, the sent mark, the transcript line, and on
+-- the lead's first accepted send new -> contacted with its timeline row (leads.can_transition
+-- allows new -> contacted; `WHERE state = 'new'` is that rule for this one transition). The
+-- UPDATE takes the lead's row lock itself (no SELECT ... FOR UPDATE, which would conflict
+-- with the KEY SHARE that the transcript's foreign key takes): of two sends of one lead
+-- committing together, the second re-checks the state after the first and moves nothing.
 WITH attempt AS (
     INSERT INTO message_attempts (tenant_id, touch_point_id, lead_id, channel, provider,
         provider_id, http_status, latency_ms, outcome, dry_run)
@@ -291,14 +314,20 @@ WITH attempt AS (
     UPDATE touch_points SET state = 'sent', provider_id = $6, sent_at = now(), dry_run = $9,
         lease_until = NULL, last_error = NULL, updated_at = now()
     WHERE tenant_id = $1 AND id = $2
+), moved AS (
+    UPDATE leads SET state = 'contacted', updated_at = now()
+    WHERE tenant_id = $1 AND id = $3 AND state = 'new'
+    RETURNING id
+), event AS (
+    INSERT INTO lead_events (tenant_id, lead_id, from_state, to_state, cause, detail)
+    SELECT $1, id, 'new', 'contacted', $12, $13 FROM moved
+), transcript AS (
+    INSERT INTO chat_messages (tenant_id, lead_id, session_id, direction, channel, address, body, provider_id)
+    SELECT $1, $3, cs.id, 'outbound', $4, $10, $11, $6
+    FROM (SELECT 1) one LEFT JOIN chat_sessions cs ON cs.tenant_id = $1 AND cs.lead_id = $3
+    ON CONFLICT (tenant_id, provider_id) WHERE provider_id IS NOT NULL DO NOTHING
 )
-INSERT INTO chat_messages (tenant_id, lead_id, session_id, direction, channel, address, body, provider_id)
-SELECT $1, $3, cs.id, 'outbound', $4, $10, $11, $6
-FROM (SELECT 1) one LEFT JOIN chat_sessions cs ON cs.tenant_id = $1 AND cs.lead_id = $3
-ON CONFLICT (tenant_id, provider_id) WHERE provider_id IS NOT NULL DO NOTHING;
-
--- name: is_opted_out
-SELECT reason FROM contact_optouts WHERE tenant_id = $1 AND channel = $2 AND address = $3;
+SELECT count(*) AS moved FROM moved;
 
 -- name: opt_out
 INSERT INTO contact_optouts (tenant_id, channel, address, reason) VALUES ($1, $2, $3, $4)

@@ -598,6 +598,45 @@ async def _attached(url: str, order_id: str) -> asyncpg.Record | None:
     return row if row is not None and row["attached_to"] is not None else None
 
 
+async def test_two_leads_of_one_person_never_attach_to_each_other(database_url: str) -> None:
+    """Dedupe attaches a lead only to an older open lead of the same person. Two leads
+    enriched at the same moment (the younger saved before the older had a phone) must not
+    attach to each other, which would cancel both sequences and leave the person unanswered."""
+    cfg = make_config(database_url, touchpoints={"interval": "1h"})
+    async with running_daemon(cfg) as daemon:
+        assert daemon.db is not None
+        ids = []
+        for _ in range(2):
+            _, answer = await post(daemon, order_event("INSERT", customerId=None))
+            ids.append(uuid.UUID(answer["leadId"]))
+        older, younger = ids
+
+        async def enriched_once() -> bool:
+            rows = await sql(database_url, "SELECT enrichment_status FROM leads")
+            return all(r["enrichment_status"] == "partial" for r in rows)
+
+        await wait_for(enriched_once)
+        phone = {"phone": JAMIE_PHONE}
+        row = await daemon.db.fetchrow("lead_by_id", younger)
+        await enrichment._save(daemon, row, phone, error=None, status="done")
+        row = await daemon.db.fetchrow("lead_by_id", older)
+        await enrichment._save(daemon, row, phone, error=None, status="done")
+        attached = {
+            r["id"]: r["attached_to"]
+            for r in await sql(database_url, "SELECT id, attached_to FROM leads")
+        }
+        assert attached == {older: None, younger: None}
+
+        # The next save of the younger one attaches it to the older, never the reverse.
+        row = await daemon.db.fetchrow("lead_by_id", younger)
+        await enrichment._save(daemon, row, phone, error=None, status="done")
+        attached = {
+            r["id"]: r["attached_to"]
+            for r in await sql(database_url, "SELECT id, attached_to FROM leads")
+        }
+        assert attached == {older: None, younger: older}
+
+
 async def test_demo_mode_processes_only_test_contacts(
     database_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
