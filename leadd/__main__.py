@@ -35,7 +35,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
     from leadd.daemon import Daemon
 
-    return asyncio.run(Daemon(cfg).run())
+    with _runner() as runner:
+        return runner.run(Daemon(cfg).run())
+
+
+def _runner() -> asyncio.Runner:
+    """uvloop when installed (a dependency on Linux): the send path is bound by socket writes
+    to PostgreSQL and the providers, which uvloop's transports do with less CPU."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.Runner()
+    return asyncio.Runner(loop_factory=uvloop.new_event_loop)
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
