@@ -68,6 +68,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         print(f"  - {name}: " + ", ".join(f"{s.name}({s.channel}+{s.delay:g}s)" for s in steps))
     for provider, mode in cfg.providers_summary().items():
         print(f"{provider + ':':<11} {mode}")
+    for warning in configmod.warnings(cfg):
+        print(f"warning:    {warning}")
     return 0
 
 

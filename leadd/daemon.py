@@ -28,6 +28,7 @@ from leadd import db as dbmod
 from leadd import metrics
 from leadd.backoff import Backoff
 from leadd.config import Config
+from leadd.config import warnings as config_warnings
 from leadd.embedded import EmbeddedPostgres
 from leadd.logs import get_logger
 from leadd.sdnotify import Notifier
@@ -217,6 +218,8 @@ class Daemon:
             database="external" if self.config.database.url else "embedded",
             demo_mode=self.config.demo_mode,
         )
+        for warning in config_warnings(self.config):
+            log.warning("config.warning", warning=warning)
         sup = asyncio.create_task(self.supervisor.run(), name="supervisor")
         try:
             await _first(self.http_ready.wait(), self.shutdown.wait())

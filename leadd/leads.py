@@ -8,7 +8,6 @@ A lead only moves forward; deliveries older than what is stored (`meta.version`,
 from __future__ import annotations
 
 import datetime as dt
-import json
 import math
 import uuid
 from dataclasses import dataclass
@@ -362,10 +361,6 @@ async def advance(
         return False
     await _transition(conn, db.tenant_id, lead_id, row["state"], target, cause, detail or {})
     return True
-
-
-def dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"))
 
 
 def is_test_contact(phone: str | None, email: str | None) -> bool:

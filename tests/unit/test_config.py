@@ -401,3 +401,18 @@ def test_check_config_cli_never_prints_a_traceback(
     assert result.returncode == 2
     assert needle in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_warnings_name_settings_that_load_but_will_not_work() -> None:
+    """check-config and the start-up log warn about valid settings that silently break
+    intake or callbacks: no webhook secret, or live providers with a loopback public URL."""
+    data = base_config()
+    data["shopmonkey"] = {"webhook_secrets": []}
+    data["http"] = {"public_url": "http://127.0.0.1:3000"}
+    data["twilio"] = {"account_sid": "AC1", "auth_token": "t", "from_number": "+15125550199"}
+    found = configmod.warnings(configmod.build(data, source="t.yaml", env={}))
+    assert any("webhook_secrets is empty" in w for w in found)
+    assert any("http.public_url is http://127.0.0.1:3000" in w for w in found)
+
+    fine = configmod.build(base_config(), source="t.yaml", env={})
+    assert configmod.warnings(fine) == []
