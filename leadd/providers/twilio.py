@@ -192,21 +192,38 @@ class TwilioClient:
             return None
         since_utc = since.astimezone(dt.UTC)
         cutoff = since_utc - RECONCILE_SLACK
+        base = {"To": to, "From": from_, "PageSize": str(RECONCILE_PAGE_SIZE)}
         # On the wire this is `DateSent%3E=2025-11-25`, which Twilio documents as
         # `DateSent>=2025-11-25` (the SDK's `date_sent_after`); day resolution only.
-        params: dict[str, str] | None = {
-            "To": to,
-            "From": from_,
-            "DateSent>": cutoff.date().isoformat(),
-            "PageSize": str(RECONCILE_PAGE_SIZE),
-        }
+        sid = await self._scan(
+            {**base, "DateSent>": cutoff.date().isoformat()}, to, from_, cutoff, body, False
+        )
+        if sid is None:
+            # A message still waiting in Twilio's per-sender queue has no date_sent yet, so
+            # the DateSent filter cannot return it. The unfiltered list is newest first: a
+            # short scan down to the cutoff finds it without reading the whole history.
+            sid = await self._scan(base, to, from_, cutoff, body, True)
+        if sid is not None:
+            log.info("twilio.reconcile.found", to=to, from_=from_, sid=sid)
+        return sid
+
+    async def _scan(
+        self,
+        params: dict[str, str] | None,
+        to: str,
+        from_: str,
+        cutoff: dt.datetime,
+        body: str | None,
+        stop_at_cutoff: bool,
+    ) -> str | None:
         url = self.messages_url
         for _ in range(MAX_RECONCILE_PAGES):
             page = await self._get_json(url, params)
             sid = _match_message(page, to=to, from_=from_, cutoff=cutoff, body=body)
             if sid is not None:
-                log.info("twilio.reconcile.found", to=to, from_=from_, sid=sid)
                 return sid
+            if stop_at_cutoff and _reaches_before(page, cutoff):
+                return None
             next_uri = page.get("next_page_uri")
             if not next_uri:
                 return None
@@ -444,6 +461,16 @@ def _match_message(
         if created >= cutoff:
             return sid
     return None
+
+
+def _reaches_before(page: Mapping[str, Any], cutoff: dt.datetime) -> bool:
+    """Newest-first listing: once a page holds a message created before the cutoff, the
+    pages after it are older still."""
+    for msg in page["messages"]:
+        created = _parse_rfc2822(msg.get("date_created")) if isinstance(msg, dict) else None
+        if created is not None and created < cutoff:
+            return True
+    return False
 
 
 def _parse_rfc2822(value: object) -> dt.datetime | None:

@@ -163,8 +163,12 @@ class FakeTwilio:
         body: str,
         date_created: dt.datetime | None = None,
         status_callback: str | None = None,
+        queued: bool = False,
     ) -> dict[str, Any]:
-        """Seed a message as if sent earlier (for reconciliation tests); returns the record."""
+        """Seed a message as if sent earlier (for reconciliation tests); returns the record.
+
+        `queued`: still waiting in Twilio's per-sender queue, so `date_sent` is null and, as on
+        Twilio, a `DateSent` filter does not return it."""
         created = (date_created or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
         record = {
             "to": to,
@@ -175,6 +179,7 @@ class FakeTwilio:
             # Twilio's timestamps have one-second resolution.
             "date_created": created.replace(microsecond=0),
             "received_at": time.monotonic(),
+            "queued": queued,
         }
         self.messages.append(record)
         return record
@@ -238,7 +243,10 @@ class FakeTwilio:
             for m in self.messages
             if ("To" not in query or m["to"] == query["To"])
             and ("From" not in query or m["from"] == query["From"])
-            and (date_sent_from is None or m["date_created"].date() >= date_sent_from)
+            and (
+                date_sent_from is None
+                or (not m.get("queued") and m["date_created"].date() >= date_sent_from)
+            )
         ]
         matches.sort(key=lambda m: m["date_created"], reverse=True)  # newest first, as Twilio
         chunk = matches[page * page_size : (page + 1) * page_size]
@@ -254,7 +262,10 @@ class FakeTwilio:
         await self._wait_delay()
         return web.json_response(
             {
-                "messages": [self._resource(m, status="delivered") for m in chunk],
+                "messages": [
+                    self._resource(m, status="queued" if m.get("queued") else "delivered")
+                    for m in chunk
+                ],
                 "end": page * page_size + max(0, len(chunk) - 1),
                 "first_page_uri": page_uri(0),
                 "next_page_uri": page_uri(page + 1) if has_next else None,

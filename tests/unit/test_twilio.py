@@ -410,7 +410,29 @@ async def test_find_sent_follows_pages(fake: FakeTwilio, session: aiohttp.Client
 
     fake.list_requests.clear()
     assert await client.find_sent(to=TO, from_=FROM, since=SINCE, body="absent") is None
-    assert len(fake.list_requests) == 3
+    # Filtered by DateSent, then (for still-queued messages) the unfiltered newest-first list.
+    assert ["DateSent>" in r for r in fake.list_requests] == [True] * 3 + [False] * 3
+
+
+async def test_find_sent_finds_a_message_still_queued_at_twilio(
+    fake: FakeTwilio, session: aiohttp.ClientSession
+) -> None:
+    """A message waiting in Twilio's sender queue has no date_sent, so the DateSent filter
+    misses it; without the second scan a crash right after Twilio accepted it would resend."""
+    client = make_client(session, fake.url)
+    for i in range(60):  # an older history, before the cutoff
+        fake.add_message(
+            to=TO, from_=FROM, body=f"old{i}", date_created=SINCE - dt.timedelta(hours=1, seconds=i)
+        )
+    queued = fake.add_message(to=TO, from_=FROM, body="hello", date_created=SINCE, queued=True)
+
+    assert await client.find_sent(to=TO, from_=FROM, since=SINCE, body="hello") == queued["sid"]
+
+    fake.list_requests.clear()
+    assert await client.find_sent(to=TO, from_=FROM, since=SINCE, body="absent") is None
+    # The unfiltered scan stops at the first page reaching before the cutoff (the filtered
+    # one has day resolution, so it pages through the whole day).
+    assert ["DateSent>" in r for r in fake.list_requests] == [True, True, False]
 
 
 async def test_find_sent_raises_instead_of_guessing(
