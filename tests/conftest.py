@@ -37,8 +37,18 @@ def _with_db(url: str, name: str) -> str:
     return urlunsplit(parts._replace(path=f"/{name}"))
 
 
-def _admin(url: str) -> Any:
-    return asyncpg.connect(url)
+def _sql(url: str, *statements: str) -> None:
+    """Run statements on one connection (CREATE/DROP DATABASE cannot run in a transaction)."""
+
+    async def run() -> None:
+        conn = await asyncpg.connect(url)
+        try:
+            for statement in statements:
+                await conn.execute(statement)
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
 
 
 @pytest.fixture(scope="session")
@@ -61,71 +71,36 @@ def pg_server() -> Iterator[str]:
 def template_db(pg_server: str) -> Iterator[str]:
     """A database with the schema applied once; each test clones it."""
     name = f"leadd_tpl_{os.getpid()}"
+    _sql(pg_server, f'DROP DATABASE IF EXISTS "{name}"', f'CREATE DATABASE "{name}"')
 
-    async def create() -> None:
-        conn = await _admin(pg_server)
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
-            await conn.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            await conn.close()
+    async def migrate() -> None:
         conn = await asyncpg.connect(_with_db(pg_server, name))
         try:
             await dbmod.migrate(conn)
         finally:
             await conn.close()
 
-    async def drop() -> None:
-        conn = await _admin(pg_server)
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await conn.close()
-
-    asyncio.run(create())
+    asyncio.run(migrate())
     yield name
-    asyncio.run(drop())
+    _sql(pg_server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture
 def database_url(pg_server: str, template_db: str) -> Iterator[str]:
     """A fresh, migrated database for this test (cloned from the template), dropped after."""
     name = f"t_{uuid.uuid4().hex[:12]}"
-
-    async def create() -> None:
-        conn = await _admin(pg_server)
-        try:
-            await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
-        finally:
-            await conn.close()
-
-    async def drop() -> None:
-        conn = await _admin(pg_server)
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await conn.close()
-
-    asyncio.run(create())
+    _sql(pg_server, f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
     yield _with_db(pg_server, name)
-    asyncio.run(drop())
+    _sql(pg_server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture
 def empty_database_url(pg_server: str) -> Iterator[str]:
     """A fresh database with no schema (for migration tests)."""
     name = f"e_{uuid.uuid4().hex[:12]}"
-
-    async def run(sql: str) -> None:
-        conn = await _admin(pg_server)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(run(f'CREATE DATABASE "{name}"'))
+    _sql(pg_server, f'CREATE DATABASE "{name}"')
     yield _with_db(pg_server, name)
-    asyncio.run(run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    _sql(pg_server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def free_port() -> int:

@@ -13,16 +13,16 @@ text/plain before text/html, string custom_args) and answers with SendGrid's sha
 
 from __future__ import annotations
 
-import asyncio
 import json
 import secrets
 import time
 from collections import deque
-from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import hdrs, web
+
+from tests.fakes.base import FakeServer
 
 RATE_LIMIT = 600
 
@@ -42,7 +42,7 @@ def _errors(status: int, message: str, field: str | None = None, **headers: str)
     )
 
 
-class FakeSendGrid:
+class FakeSendGrid(FakeServer):
     """Records every accepted mail in `mails` as {"body", "headers", "message_id", "received_at"}.
 
     Like FakeTwilio, an accepted mail is recorded before the `delay`, so a client timeout
@@ -50,39 +50,13 @@ class FakeSendGrid:
     """
 
     def __init__(self, *, api_key: str = "SG.test-key", host: str = "127.0.0.1") -> None:
+        super().__init__(host)
         self.api_key = api_key
-        self.host = host
         self.mails: list[dict[str, Any]] = []
-        self.delay = 0.0
         self._failures: deque[_CannedFailure] = deque()
-        self._runner: web.AppRunner | None = None
-        self._closing = asyncio.Event()
-        self.url = ""
 
-    async def start(self) -> FakeSendGrid:
-        """Listen on a random local port; `url` is the base_url to give the client."""
-        app = web.Application()
+    def add_routes(self, app: web.Application) -> None:
         app.router.add_post("/v3/mail/send", self._send)
-        self._closing = asyncio.Event()
-        self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1.0)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, 0)
-        await site.start()
-        self.url = f"http://{self.host}:{self._runner.addresses[0][1]}"
-        return self
-
-    async def stop(self) -> None:
-        """Stop listening; delayed responses still in flight are cut short."""
-        self._closing.set()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> FakeSendGrid:
-        return await self.start()
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
 
     def fail_next(
         self, n: int = 1, *, status: int = 429, reset_in: float = 1, message: str | None = None
@@ -140,11 +114,6 @@ class FakeSendGrid:
                 },
             )
         return _errors(failure.status, failure.message)
-
-    async def _wait_delay(self) -> None:
-        if self.delay > 0:
-            with suppress(TimeoutError):
-                await asyncio.wait_for(self._closing.wait(), self.delay)
 
 
 def _validate(body: Any) -> tuple[str | None, str] | None:

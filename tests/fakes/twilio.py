@@ -14,7 +14,6 @@ the real client code runs unchanged. Knobs make it fail the way Twilio does: can
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import datetime as dt
 import email.utils
@@ -23,12 +22,13 @@ import secrets
 import time
 from collections import deque
 from collections.abc import Mapping
-from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
 from aiohttp import hdrs, web
+
+from tests.fakes.base import FakeServer
 
 API_VERSION = "2010-04-01"
 MAX_PAGE_SIZE = 1000
@@ -55,7 +55,7 @@ def _error(status: int, code: int, message: str) -> web.Response:
     return web.json_response(_error_body(status, code, message), status=status)
 
 
-class FakeTwilio:
+class FakeTwilio(FakeServer):
     """Records every created message in `messages`; answers like api.twilio.com.
 
     A created message is recorded *before* the `delay`, as if Twilio accepted it and only
@@ -70,49 +70,22 @@ class FakeTwilio:
         auth_token: str = "test-auth-token",
         host: str = "127.0.0.1",
     ) -> None:
+        super().__init__(host)
         self.account_sid = account_sid
         self.auth_token = auth_token
-        self.host = host
         self.messages: list[dict[str, Any]] = []
         self.opted_out: set[str] = set()
         self.invalid: set[str] = set()
-        self.delay = 0.0
         # One entry per GET on Messages.json: the query parameters as received.
         self.list_requests: list[dict[str, str]] = []
         self._canned: dict[str, deque[_Canned]] = {"POST": deque(), "GET": deque()}
-        self._runner: web.AppRunner | None = None
-        self._closing = asyncio.Event()
-        self.url = ""
 
     # -- lifecycle ------------------------------------------------------------------------
 
-    async def start(self) -> FakeTwilio:
-        """Listen on a random local port; `url` is the base_url to give the client."""
-        app = web.Application()
+    def add_routes(self, app: web.Application) -> None:
         path = f"/{API_VERSION}/Accounts/{{account_sid}}/Messages.json"
         app.router.add_post(path, self._create)
         app.router.add_get(path, self._list)
-        self._closing = asyncio.Event()
-        self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1.0)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, 0)
-        await site.start()
-        port = self._runner.addresses[0][1]
-        self.url = f"http://{self.host}:{port}"
-        return self
-
-    async def stop(self) -> None:
-        """Stop listening; delayed responses still in flight are cut short."""
-        self._closing.set()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> FakeTwilio:
-        return await self.start()
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
 
     # -- knobs ----------------------------------------------------------------------------
 
@@ -300,11 +273,6 @@ class FakeTwilio:
             content_type=canned.content_type,
             headers=canned.headers,
         )
-
-    async def _wait_delay(self) -> None:
-        if self.delay > 0:
-            with suppress(TimeoutError):
-                await asyncio.wait_for(self._closing.wait(), self.delay)
 
     def _resource(self, record: Mapping[str, Any], *, status: str) -> dict[str, Any]:
         created = email.utils.format_datetime(record["date_created"])
