@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import AsyncIterator
 from zoneinfo import ZoneInfo
 
 import aiohttp
@@ -28,24 +27,6 @@ from tests.fakes.twilio import FakeTwilio
 from tests.helpers import base_url, running_daemon, wait_for
 
 CHICAGO = ZoneInfo("America/Chicago")
-
-
-@pytest.fixture
-async def twilio() -> AsyncIterator[FakeTwilio]:
-    async with FakeTwilio() as fake:
-        yield fake
-
-
-@pytest.fixture
-async def sendgrid() -> AsyncIterator[FakeSendGrid]:
-    async with FakeSendGrid() as fake:
-        yield fake
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
 
 
 def at_chicago(hour: int, minute: int = 0, days: int = 1) -> dt.datetime:

@@ -7,11 +7,9 @@ from __future__ import annotations
 import asyncio
 import tempfile
 from collections import Counter
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
-import pytest
 
 from tests.conftest import free_port, make_config
 from tests.e2e.outreach_support import (
@@ -36,12 +34,6 @@ ACK = {
         }
     ]
 }
-
-
-@pytest.fixture
-async def twilio() -> AsyncIterator[FakeTwilio]:
-    async with FakeTwilio() as fake:
-        yield fake
 
 
 def phones(n: int) -> list[str]:
