@@ -395,6 +395,7 @@ class Outreach:
             body,
             f"{step.channel}.sent",
             {"touch_point_id": row["id"]},
+            "sent",
         )
         first = bool(recorded and recorded["moved"])
         if first:
@@ -432,42 +433,23 @@ class Outreach:
                 log.warning("reconcile.deferred", touch_point_id=row["id"], error=str(exc))
                 return "unknown"
             if sid is not None:
-                async with db.transaction() as conn:
-                    await conn.execute(
-                        Q["insert_attempt"],
-                        db.tenant_id,
-                        row["id"],
-                        row["lead_id"],
-                        "sms",
-                        "twilio",
-                        sid,
-                        None,
-                        None,
-                        "found by reconciliation",
-                        None,
-                        "reconciled",
-                        False,
-                    )
-                    await conn.execute(Q["mark_sent"], db.tenant_id, row["id"], sid, False)
-                    # Lead lock first, as in _record (deadlock otherwise).
-                    await leads.advance(
-                        db,
-                        row["lead_id"],
-                        "contacted",
-                        "sms.sent",
-                        {"touch_point_id": row["id"], "reconciled": True},
-                        conn,
-                    )
-                    await conn.execute(
-                        Q["insert_chat_message"],
-                        db.tenant_id,
-                        row["lead_id"],
-                        "outbound",
-                        "sms",
-                        row["recipient"],
-                        row["body"],
-                        sid,
-                    )
+                # Recorded exactly like a send that returned normally (same statement).
+                await db.fetchrow(
+                    "record_sent",
+                    row["id"],
+                    row["lead_id"],
+                    "sms",
+                    "twilio",
+                    sid,
+                    None,
+                    None,
+                    False,
+                    row["recipient"],
+                    row["body"],
+                    "sms.sent",
+                    {"touch_point_id": row["id"], "reconciled": True},
+                    "reconciled",
+                )
                 log.info("reconcile.found", touch_point_id=row["id"], sid=sid)
                 return "reconciled"
         # Not found (SMS), or e-mail/dry-run (no lookup API): send again. E-mail is at-least-once.

@@ -181,9 +181,6 @@ ON CONFLICT (tenant_id, name) DO UPDATE
     WHERE leases.expires_at < now() OR leases.holder = EXCLUDED.holder
 RETURNING holder;
 
--- name: release_lease
-DELETE FROM leases WHERE tenant_id = $1 AND name = $2 AND holder = $3;
-
 -- name: get_cursor
 SELECT position FROM cursors WHERE tenant_id = $1 AND name = $2;
 
@@ -198,9 +195,6 @@ INSERT INTO job_executions (tenant_id, job) VALUES ($1, $2) RETURNING id;
 -- name: finish_job
 UPDATE job_executions SET finished_at = now(), status = $3, counts = $4, error = $5
 WHERE tenant_id = $1 AND id = $2;
-
--- name: recent_jobs
-SELECT * FROM job_executions WHERE tenant_id = $1 AND job = $2 ORDER BY id DESC LIMIT $3;
 
 -- ======================================================================= outreach
 
@@ -252,11 +246,6 @@ RETURNING tp.*, old.claimed_at AS prev_claimed_at;
 UPDATE touch_points SET lease_until = now() + make_interval(secs => $3)
 WHERE tenant_id = $1 AND claimed_by = $2 AND state = 'sending' AND id = ANY($4::bigint[]);
 
--- name: mark_sent
-UPDATE touch_points SET state = 'sent', provider_id = $3, sent_at = now(), dry_run = $4,
-    lease_until = NULL, last_error = NULL, updated_at = now()
-WHERE tenant_id = $1 AND id = $2;
-
 -- name: reschedule_touchpoint
 UPDATE touch_points SET state = 'scheduled', due_at = $3, last_error = $4, claimed_by = NULL,
     lease_until = NULL, updated_at = now()
@@ -300,7 +289,8 @@ WITH gate AS (
 SELECT opted_out, recent FROM gate;
 
 -- name: record_sent
--- An accepted send in one statement: the attempt, the sent mark, the transcript line, and on
+-- An accepted send (outcome $14: 'sent', or 'reconciled' when a lost send was found at the
+-- provider) in one statement: the attempt, the sent mark, the transcript line, and on
 -- the lead's first accepted send new -> contacted with its timeline row (leads.can_transition
 -- allows new -> contacted; `WHERE state = 'new'` is that rule for this one transition). The
 -- UPDATE takes the lead's row lock itself (no SELECT ... FOR UPDATE, which would conflict
@@ -309,7 +299,7 @@ SELECT opted_out, recent FROM gate;
 WITH attempt AS (
     INSERT INTO message_attempts (tenant_id, touch_point_id, lead_id, channel, provider,
         provider_id, http_status, latency_ms, outcome, dry_run)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'sent', $9)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $14, $9)
 ), sent AS (
     UPDATE touch_points SET state = 'sent', provider_id = $6, sent_at = now(), dry_run = $9,
         lease_until = NULL, last_error = NULL, updated_at = now()
@@ -380,9 +370,6 @@ INSERT INTO email_events (tenant_id, sg_event_id, event, email, lead_id, touch_p
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
 ON CONFLICT (tenant_id, sg_event_id) DO NOTHING
 RETURNING sg_event_id;
-
--- name: touchpoints_of_lead
-SELECT * FROM touch_points WHERE tenant_id = $1 AND lead_id = $2 ORDER BY step_index;
 
 -- name: count_due_touchpoints
 SELECT count(*) AS n FROM touch_points WHERE tenant_id = $1 AND state = 'scheduled' AND due_at <= now();
