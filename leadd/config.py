@@ -70,6 +70,8 @@ class ShopmonkeyConfig:
     poll_interval: float = 30.0
     requests_per_second: float = 2.0
     poll_lookback: float = 3600.0  # first poll (no cursor yet) looks back this far
+    # X-Shopmonkey-Signature (no timestamp, replayable): off unless deliveries need it.
+    accept_legacy_signature: bool = False
 
     @property
     def live(self) -> bool:
@@ -701,6 +703,7 @@ def build(
         poll_interval=s.get("poll_interval", _duration, 'a duration such as "30s"', 30.0),
         requests_per_second=s.get("requests_per_second", _pos_float, "a positive number", 2.0),
         poll_lookback=s.get("poll_lookback", _duration, 'a duration such as "1h"', 3600.0),
+        accept_legacy_signature=s.get("accept_legacy_signature", _bool, "true or false", False),
     )
     s.done()
 
@@ -840,6 +843,11 @@ def warnings(cfg: Config) -> list[str]:
     if not cfg.shopmonkey.webhook_secrets:
         out.append(
             "shopmonkey.webhook_secrets is empty: every order webhook will be rejected (401)"
+        )
+    if cfg.shopmonkey.accept_legacy_signature:
+        out.append(
+            "shopmonkey.accept_legacy_signature is on: X-Shopmonkey-Signature has no timestamp, "
+            "so a captured delivery can be replayed; replays are recognised for 7 days only"
         )
     host = urlparse(cfg.http.public_url).hostname or ""
     if (cfg.twilio.live or cfg.sendgrid.live) and host in ("127.0.0.1", "localhost", "::1"):

@@ -83,6 +83,24 @@ SPEED_TO_LEAD = Histogram(
     buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 3600),
     registry=REGISTRY,
 )
+ENRICHMENT_FAILURES = Counter(
+    "leadd_enrichment_failures_total",
+    "Failed enrichment attempts of one lead, by reason (provider, database, data, internal).",
+    ["reason"],
+    registry=REGISTRY,
+)
+ENRICHMENT_GIVEN_UP = Counter(
+    "leadd_enrichment_given_up_total",
+    "Leads whose enrichment failed too often and is now 'failed'.",
+    registry=REGISTRY,
+)
+ORDERS_REJECTED = Counter(
+    "leadd_orders_rejected_total",
+    "Orders refused at intake, first sighting only, by source (webhook, poll) and reason "
+    "(invalid: failed validation; unstorable: the database refused this one order).",
+    ["source", "reason"],
+    registry=REGISTRY,
+)
 TOUCHPOINTS_DUE = Gauge(
     "leadd_touchpoints_due", "Touch points due and not yet claimed.", registry=REGISTRY
 )
@@ -110,3 +128,8 @@ for _channel in ("sms", "email"):
         MESSAGES.labels(_channel, _outcome)
 for _status in ("ok", "error", "skipped"):
     POLL_CYCLES.labels(_status)
+for _reason in ("provider", "database", "data", "internal"):
+    ENRICHMENT_FAILURES.labels(_reason)
+for _source in ("webhook", "poll"):
+    for _rejected in ("invalid", "unstorable"):
+        ORDERS_REJECTED.labels(_source, _rejected)

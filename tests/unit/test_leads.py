@@ -108,8 +108,25 @@ def test_is_newer_falls_back_to_updated_date() -> None:
     assert leads.is_newer({"meta": {"version": 1}, **later}, None, T0)  # stored has no version
 
 
-def test_is_newer_without_anything_to_compare_accepts() -> None:
-    assert leads.is_newer({}, None, None)
+def test_is_newer_without_version_information_is_not_newer() -> None:
+    """A body with neither meta.version nor updatedDate (a replay, a truncated row) never
+    overwrites what is stored, whatever is stored."""
+    assert not leads.is_newer({}, None, None)
+    assert not leads.is_newer({}, 3, T0)
+    assert not leads.is_newer({"meta": {}, "updatedDate": None}, 3, None)
+    assert not leads.is_newer({"meta": {"version": None}}, None, T0)
+
+
+def test_is_newer_with_information_the_stored_order_lacked_is_newer() -> None:
+    assert leads.is_newer({"meta": {"version": 1}}, None, None)
+    assert leads.is_newer({"updatedDate": "2026-11-25T14:00:00.000Z"}, None, None)
+
+
+def test_is_newer_with_nothing_comparable_on_both_sides_is_not_newer() -> None:
+    # A version against a stored date only (or the reverse) cannot be ordered: keep what is
+    # stored rather than guess.
+    assert not leads.is_newer({"meta": {"version": 9}}, None, T0)
+    assert not leads.is_newer({"updatedDate": "2030-01-01T00:00:00.000Z"}, 2, None)
 
 
 # --------------------------------------------------------------------------- parse_event
