@@ -32,6 +32,19 @@ def setup_routes(app: web.Application) -> None:
     inbound.setup_routes(app)
 
 
+def _delivery_id(request: web.Request) -> str | None:
+    """Shopmonkey's delivery id for the lead's timeline: printable and bounded, or None (it
+    is stored as JSON, where a lone surrogate from an undecodable header byte is refused)."""
+    value = request.headers.get("webhook-id") or request.headers.get("X-Request-Id")
+    if not value or len(value) > leads.MAX_ID_LENGTH or not value.isprintable():
+        return None
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
+    return value
+
+
 def decode_json(raw: bytes) -> Any:
     """Strict UTF-8 JSON; raises ValueError with a reason fit for a 400."""
     try:
@@ -69,20 +82,16 @@ async def shopmonkey_order(request: web.Request) -> web.Response:
         metrics.WEBHOOKS_REJECTED.labels("shopmonkey", "signature").inc()
         log.warning("webhook.rejected", provider="shopmonkey", reason=exc.reason)
         return json_error(401, f"signature rejected: {exc.reason}")
-    delivery_id = request.headers.get("webhook-id") or request.headers.get("X-Request-Id")
+    delivery_id = _delivery_id(request)
     replay = leads.Replay(delivery.digest, dt.datetime.fromtimestamp(delivery.expires_at, dt.UTC))
-    payload: Any = None
     try:
-        payload = decode_json(raw)
-        event = leads.parse_event(payload, "webhook", delivery_id, replay)
+        event = leads.parse_event(decode_json(raw), "webhook", delivery_id, replay)
     except (ValueError, leads.BadEvent) as exc:
         metrics.WEBHOOKS_REJECTED.labels("shopmonkey", "invalid").inc()
         log.warning(
             "webhook.invalid", provider="shopmonkey", reason=str(exc), delivery_id=delivery_id
         )
-        if daemon.db is not None and isinstance(exc, leads.BadEvent):
-            data = payload.get("data") if isinstance(payload, dict) else None
-            await leads.record_rejection(daemon.db, "webhook", data, "invalid", str(exc))
+        # A 400 changes nothing: Shopmonkey sees the reason; the log and the metric count it.
         return json_error(400, str(exc))
     if isinstance(event, str):
         metrics.LEADS_INGESTED.labels("webhook", "ignored").inc()

@@ -24,8 +24,9 @@ CREATE TABLE webhook_deliveries (
 );
 CREATE INDEX webhook_deliveries_expiry ON webhook_deliveries (tenant_id, expires_at);
 
--- Orders refused at intake, by webhook (400/422) or by the poller (skipped so the cursor can
--- move on): what an operator needs to find them in Shopmonkey, never the order's contents.
+-- Orders refused at intake, by webhook (422: the database refused it) or by the poller
+-- (invalid or refused; skipped so the cursor can move on): what an operator needs to find
+-- them in Shopmonkey, never the order's contents.
 CREATE TABLE rejected_orders (
     tenant_id   uuid NOT NULL,
     source      text NOT NULL,           -- webhook | poll

@@ -242,6 +242,7 @@ async def test_bad_input_is_a_400_with_a_reason_and_stores_nothing(database_url:
         assert status == 200 and answer == {"success": True, "ignored": answer["ignored"]}
         assert "customer" in answer["ignored"]
         assert await stored(daemon) == (0, 0)
+        assert not await sql(database_url, "SELECT 1 FROM rejected_orders")  # a 400 writes nothing
 
         # Unaffected: a good order right after is stored.
         status, answer = await post(daemon, order_event())
