@@ -332,9 +332,16 @@ def _segment(value: str) -> str:
 
 def _json_or_none(text: str) -> Any:
     try:
-        return json.loads(text)
+        return json.loads(text, parse_int=_parse_int)
     except ValueError:
         return None
+
+
+def _parse_int(digits: str) -> int | float:
+    # One number longer than Python converts (4,300 digits) must not make the whole page
+    # unreadable, which would stop polling at it forever: it becomes infinity, which order
+    # validation refuses for that one order.
+    return int(digits) if len(digits) <= 4000 else float("inf")
 
 
 def _retry_after(value: str | None) -> float | None:

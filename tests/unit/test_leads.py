@@ -339,3 +339,15 @@ def test_is_transient_tells_a_down_database_from_one_bad_order(
     exc: Exception, transient: bool
 ) -> None:
     assert leads.is_transient(exc) is transient
+
+
+def test_a_page_with_one_unreadable_number_still_reads_and_only_that_order_is_refused() -> None:
+    """Python refuses to convert a 5,000-digit integer; the poller's page must still parse
+    (else polling stops at it forever), and the one order carrying it is refused."""
+    from leadd.providers.shopmonkey import _json_or_none
+
+    page = '{"data": [{"id": "good"}, {"id": "bad", "totalCents": ' + "9" * 5000 + "}]}"
+    good, bad = _json_or_none(page)["data"]
+    assert leads.validate_order(good)["id"] == "good"
+    with pytest.raises(leads.BadEvent, match="finite"):
+        leads.validate_order(bad)
