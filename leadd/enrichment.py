@@ -43,7 +43,7 @@ log = get_logger(__name__)
 LEASE_SECONDS = 60.0
 MAX_ATTEMPTS = 12
 # Failures (not attempts: waiting for a customer to be linked is not failing) before a lead
-# is given up as 'failed'. With the default 5 min retry that is about 2.5 h of backoff.
+# is given up as 'failed'. With the default 5 min retry (doubling) that is about 75 min.
 FAILURE_LIMIT = 5
 MAX_NAME_LENGTH = 100
 MAX_TEXT_LENGTH = 200
