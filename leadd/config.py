@@ -11,7 +11,7 @@ import os
 import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlparse
@@ -60,6 +60,9 @@ class HttpConfig:
     port: int = 3000
     public_url: str = "http://127.0.0.1:3000"
     max_body_bytes: int = 1_048_576
+    header_timeout: float = 30.0  # a connection's next request headers, from open or last answer
+    body_timeout: float = 30.0  # a request body, from the end of its headers
+    max_connections: int = 256  # open client connections; above it idle ones make room
 
 
 @dataclass(frozen=True)
@@ -403,6 +406,13 @@ def _duration(v: Any) -> float:
     return parse_duration(v)
 
 
+def _pos_duration(v: Any) -> float:
+    seconds = parse_duration(v)
+    if seconds <= 0:
+        raise ValueError
+    return seconds
+
+
 def _choice(*options: str) -> Callable[[Any], str]:
     def conv(v: Any) -> str:
         s = _str(v)
@@ -686,11 +696,12 @@ def build(
         port=h.get("port", _port, "a port number 0-65535", 3000),
         public_url=h.get("public_url", _url, "an http(s):// URL", ""),
         max_body_bytes=h.get("max_body_bytes", _pos_int, "a positive number of bytes", 1_048_576),
+        header_timeout=h.get("header_timeout", _pos_duration, "a duration above 0", 30.0),
+        body_timeout=h.get("body_timeout", _pos_duration, "a duration above 0", 30.0),
+        max_connections=h.get("max_connections", _pos_int, "a positive integer", 256),
     )
     if not http.public_url:
-        http = HttpConfig(
-            http.host, http.port, f"http://{http.host}:{http.port}", http.max_body_bytes
-        )
+        http = replace(http, public_url=f"http://{http.host}:{http.port}")
     h.done()
 
     s = root.child("shopmonkey")
