@@ -11,10 +11,12 @@ so held every descriptor, and 400 stalled uploads half a gigabyte of memory. Her
 - Body deadline: a request body arrives within `body_timeout` of its headers. A handler
   still reading it then gets `BodyCut`; the client gets a 408 and the connection closes.
 - A cap of `max_connections`: when it is reached, a new connection pushes out the one that
-  has waited longest without a request in progress (a slow or idle client). Only when every
-  connection is inside a request is the new one refused (a 503, closed at once). A client that
-  sends its request promptly, such as a health check or a provider's webhook, therefore still
-  gets in while slow clients fill the cap.
+  has waited longest for its next request (a slow or idle client), else the oldest one still
+  receiving its request body (a prompt client's body takes milliseconds; a stalled upload would
+  hold its slot for body_timeout). Only when every connection has a request being handled is
+  the new one refused (a 503, closed at once). A client that sends its request promptly, such
+  as a health check or a provider's webhook, therefore still gets in while slow clients fill
+  the cap.
 - Refusals before any body is read: a Content-Length above `max_body_bytes` (413), a
   Content-Encoding (415: providers do not compress requests, and a small compressed body
   can expand to a large one), header values that are not UTF-8 (400).
@@ -66,11 +68,11 @@ class BodyCut(TimeoutError):
 class _Conn:
     """One accepted TCP connection."""
 
-    __slots__ = ("transport", "in_request", "received", "timer")
+    __slots__ = ("transport", "request", "received", "timer")
 
     def __init__(self, transport: asyncio.Transport) -> None:
         self.transport = transport
-        self.in_request = False
+        self.request: web.Request | None = None  # the request in progress
         self.received = False  # bytes arrived since the last request ended
         self.timer: asyncio.TimerHandle | None = None
 
@@ -119,10 +121,6 @@ class ConnectionGuard:
             max_body_bytes=h.max_body_bytes,
         )
 
-    @property
-    def open_connections(self) -> int:
-        return len(self._open)
-
     def protocol_factory(
         self, handler_factory: Callable[[], asyncio.Protocol]
     ) -> Callable[[], asyncio.Protocol]:
@@ -133,7 +131,7 @@ class ConnectionGuard:
 
     def admit(self, transport: asyncio.Transport) -> _Conn | None:
         if len(self._open) >= self.max_connections:
-            victim = next((c for c in self._open.values() if not c.in_request), None)
+            victim = self._victim()
             if victim is None:
                 metrics.HTTP_CONNECTIONS_CLOSED.labels("refused").inc()
                 transport.write(_REFUSED)
@@ -146,6 +144,16 @@ class ConnectionGuard:
         self._await_request(conn)
         return conn
 
+    def _victim(self) -> _Conn | None:
+        """The connection a new one replaces at the cap; None when all are being handled."""
+        receiving = None
+        for conn in self._open.values():  # longest waiting first
+            if conn.request is None:
+                return conn
+            if receiving is None and not conn.request.content.is_eof():
+                receiving = conn
+        return receiving
+
     def forget(self, conn: _Conn) -> None:
         conn.cancel_timer()
         if self._open.pop(conn.transport, None) is not None:
@@ -155,11 +163,13 @@ class ConnectionGuard:
         metrics.HTTP_CONNECTIONS_CLOSED.labels(reason).inc()
         log.debug("http.connection_closed", reason=reason)
         self.forget(conn)
+        if conn.request is not None:  # a handler reading the body: it gets BodyCut, not a hang
+            _cut_body(conn.request, "connection closed to make room for another")
         conn.transport.abort()
 
     def _await_request(self, conn: _Conn) -> None:
         conn.cancel_timer()
-        conn.in_request = False
+        conn.request = None
         conn.received = False
         # Move to the end: the longest-waiting connection is the first one evicted.
         self._open.pop(conn.transport, None)
@@ -169,7 +179,7 @@ class ConnectionGuard:
 
     def _header_deadline(self, conn: _Conn) -> None:
         conn.timer = None
-        if not conn.in_request:
+        if conn.request is None:
             self._close(conn, "header_timeout" if conn.received else "idle")
 
     # ------------------------------------------------------------------ requests
@@ -183,7 +193,10 @@ class ConnectionGuard:
             self._check_before_body(request)
             response: web.StreamResponse = await handler(request)
             return response
-        except BodyCut:
+        except BodyCut as exc:
+            # Its traceback holds read()'s frame, and with it the partial body, in a cycle
+            # through the request: drop it now instead of at the next full garbage collection.
+            exc.__traceback__ = None
             raise _closing(
                 request,
                 web.HTTPRequestTimeout(
@@ -198,7 +211,7 @@ class ConnectionGuard:
 
     def _start_request(self, conn: _Conn, request: web.Request) -> None:
         conn.cancel_timer()
-        conn.in_request = True
+        conn.request = request
         if request.body_exists:
             loop = asyncio.get_running_loop()
             conn.timer = loop.call_later(self.body_timeout, self._body_deadline, conn, request)
@@ -207,7 +220,7 @@ class ConnectionGuard:
         conn.timer = None
         if not request.content.is_eof():
             metrics.HTTP_CONNECTIONS_CLOSED.labels("body_timeout").inc()
-            request.content.set_exception(BodyCut("request body not received in time"))
+            _cut_body(request, "request body not received in time")
 
     def _check_before_body(self, request: web.Request) -> None:
         """Refuse what can be refused from the headers alone, before reading any body."""
@@ -233,10 +246,14 @@ class ConnectionGuard:
 
 def _closing(request: web.Request, exc: web.HTTPException) -> web.HTTPException:
     """`exc`, answered on a connection that then closes without reading the rest of the body."""
-    if not request.content.is_eof():
-        request.content.set_exception(BodyCut("request refused before its body was read"))
+    _cut_body(request, "request refused before its body was read")
     exc.force_close()
     return exc
+
+
+def _cut_body(request: web.Request, reason: str) -> None:
+    if not request.content.is_eof():
+        request.content.set_exception(BodyCut(reason))
 
 
 class _GuardedProtocol(asyncio.Protocol):
@@ -264,7 +281,7 @@ class _GuardedProtocol(asyncio.Protocol):
             self._inner.connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self._conn is not None and not self._conn.in_request:
+        if self._conn is not None and self._conn.request is None:
             self._conn.received = True
         if self._inner is not None:
             self._inner.data_received(data)

@@ -92,12 +92,19 @@ async def _twilio_form(request: web.Request) -> MultiDictProxy[str]:
 
 
 def _field(
-    form: MultiDictProxy[str], name: str, limit: int, pattern: re.Pattern[str] | None = None
+    form: MultiDictProxy[str],
+    name: str,
+    limit: int,
+    pattern: re.Pattern[str] | None = None,
+    *,
+    required: bool = True,
 ) -> str:
-    """A required field of a signed callback, checked before it reaches the database."""
+    """A field of a signed callback, checked before it reaches the database."""
     value = form.get(name, "")
     if not value:
-        raise web.HTTPBadRequest(text=f"{name} is required")
+        if required:
+            raise web.HTTPBadRequest(text=f"{name} is required")
+        return ""
     if len(value) > limit or (pattern is not None and not pattern.fullmatch(value)):
         raise web.HTTPBadRequest(text=f"{name} is not a valid value")
     return value
@@ -139,9 +146,7 @@ async def twilio_sms(request: web.Request) -> web.StreamResponse:
         return json_error(503, "database not ready; retry later")
     phone = _field(form, "From", MAX_ADDRESS)
     sid = _field(form, "MessageSid", 64, TWILIO_SID)
-    body = form.get("Body", "")
-    if len(body) > MAX_SMS_BODY:
-        return json_error(400, "Body is not a valid value")
+    body = _field(form, "Body", MAX_SMS_BODY, required=False)
     keyword = compliance.classify_keyword(body)
     tenant = db.tenant_id
     try:
