@@ -110,14 +110,35 @@ def test_default_sequence_templates_are_valid() -> None:
             "unknown variable 'vehicle.colour'",
         ),
         (
-            sms("ack", "0s", "created", template="Hi {{ customer.first_name | upper }}"),
+            sms("ack", "0s", "created", template="Hi {{ custmer.first_name }}"),
             "sequences.default[0].template (step 'ack')",
-            "unknown filter 'upper'",
+            "unknown variable 'custmer.first_name' (did you mean 'customer.first_name'?)",
         ),
         (
-            sms("ack", "0s", "created", template="Hi {{ customer.first_name "),
+            sms("ack", "0s", "created", template="Hi {{ customer['frist_name'] }}"),
             "sequences.default[0].template (step 'ack')",
-            "unclosed '{{'",
+            "unknown variable 'customer.frist_name'",
+        ),
+        (
+            sms("ack", "0s", "created", template="Hi {{ customer.first_name | uper }}"),
+            "sequences.default[0].template (step 'ack')",
+            "line 1: unknown filter 'uper' (did you mean 'upper'?)",
+        ),
+        (
+            # Jinja itself only finds this filter when the branch runs, at send time.
+            sms(
+                "ack",
+                "0s",
+                "created",
+                template="{% if lead.order_number %}{{ 1 | uper }}{% endif %}",
+            ),
+            "sequences.default[0].template (step 'ack')",
+            "unknown filter 'uper'",
+        ),
+        (
+            sms("ack", "0s", "created", template="Hi\n{{ customer.first_name "),
+            "sequences.default[0].template (step 'ack')",
+            "line 2: unexpected end of template",
         ),
     ],
 )
