@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from leadd import phones
+from leadd import inbound, phones
 from leadd.compliance import (
     DEFAULT_STATE_RULES,
     HELP_KEYWORDS,
@@ -24,6 +25,7 @@ from leadd.compliance import (
     parse_window,
     within_cap,
 )
+from tests.conftest import make_config
 
 CHICAGO = "America/Chicago"
 NEW_YORK = "America/New_York"
@@ -558,6 +560,15 @@ def test_keyword_sets_are_disjoint_and_include_fcc_words() -> None:
     assert not OPT_OUT_KEYWORDS & OPT_IN_KEYWORDS
     assert not OPT_OUT_KEYWORDS & HELP_KEYWORDS
     assert {"STOP", "QUIT", "END", "REVOKE", "OPTOUT", "CANCEL", "UNSUBSCRIBE"} <= OPT_OUT_KEYWORDS
+
+
+@pytest.mark.parametrize("cap", [1, 2, 5])
+def test_help_reply_states_the_configured_daily_cap(cap: int) -> None:
+    """CTIA: the HELP reply gives the message frequency, which is the configured cap."""
+    cfg = make_config(None, compliance={"max_sms_per_day": cap})
+    text = inbound._help_text(SimpleNamespace(config=cfg))
+    assert f"Up to {cap} msgs/day." in text
+    assert "Reply STOP to opt out" in text
 
 
 # Frequency caps
