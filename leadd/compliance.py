@@ -120,6 +120,11 @@ class QuietHours:
     weekday means no sending that day; a weekday missing from a state's rules means the
     state adds nothing that day. `state_rules=None` uses `DEFAULT_STATE_RULES`; pass `{}`
     to apply the default alone.
+
+    A recipient is given as the places they may be in (`Place`: zone and state): a send is
+    allowed only when it is allowed in every one, so a number that spans zones gets the
+    narrowest window of its zones and an unknown one the strictest of every state's rules,
+    each in its own zones.
     """
 
     def __init__(

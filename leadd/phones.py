@@ -229,9 +229,7 @@ def us_state_of(e164: str) -> str | None:
     laws go by the number's area code, not by where the exchange was issued.
     """
     number = _parse(e164, None)
-    if number is None or phonenumbers.region_code_for_number(number) != "US":
-        return None
-    return AREA_CODE_STATE.get(_area_code(number))
+    return None if number is None else _us_state(number)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -239,7 +237,7 @@ def places_of(e164: str, location_zone: str) -> frozenset[Place]:
     """Every (IANA zone, US state) the owner of `e164` may be in, for quiet hours.
 
     - A US number: its area code's state, in each zone phonenumbers gives for its prefix
-      (Idaho 208: Boise and Los Angeles; South Dakota 605: Chicago, Denver, North Dakota).
+      (Idaho's 208: Mountain and Pacific; South Dakota's 605: Central and Mountain).
     - Another country's number: each of its zones, with no US state (state laws go by a
       US area code). A UK mobile may be in London, Guernsey, Jersey or the Isle of Man.
     - A number phonenumbers cannot place (toll-free and other non-geographic US numbers,
@@ -255,7 +253,7 @@ def places_of(e164: str, location_zone: str) -> frozenset[Place]:
     if _is_demo_number(number):
         return frozenset({(location_zone, None)})
     zones = frozenset(z for z in _pn_timezone.time_zones_for_number(number) if _loadable(z))
-    state = us_state_of(e164)
+    state = _us_state(number)
     if state is not None:
         known = zones if zones and zones <= _US_ZONES else _AREA_CODE_ZONES[_area_code(number)]
         return frozenset((zone, state) for zone in known)
@@ -322,6 +320,12 @@ def _is_demo_number(number: PhoneNumber) -> bool:
         and str(number.national_number).startswith("555")
         and len(str(number.national_number)) == 10
     )
+
+
+def _us_state(number: PhoneNumber) -> str | None:
+    if phonenumbers.region_code_for_number(number) != "US":
+        return None
+    return AREA_CODE_STATE.get(_area_code(number))
 
 
 def _area_code(number: PhoneNumber) -> str:
