@@ -120,7 +120,8 @@ def _help_text(daemon: Any) -> str:
     contact = f" or call {loc.phone}" if loc.phone else ""
     return (
         f"{cfg.tenant.name}: service updates about your estimate request. "
-        f"Up to 3 msgs/day. Msg&data rates may apply. Reply STOP to opt out, HELP for help{contact}."
+        f"Up to {cfg.compliance.max_sms_per_day} msgs/day. Msg&data rates may apply. "
+        f"Reply STOP to opt out, HELP for help{contact}."
     )
 
 

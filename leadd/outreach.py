@@ -195,8 +195,8 @@ class Outreach:
                 and now - row["lead_created_at"] <= FIRST_ACK_GRACE
             )
             if not (first_ack and cfg.compliance.first_touch_immediate):
-                tz = phones.timezone_of(address, location.timezone)
-                allowed = self.rules.quiet.next_allowed(now, tz, phones.us_state_of(address))
+                places = phones.places_of(address, location.timezone)
+                allowed = self.rules.quiet.next_allowed(now, places)
                 if allowed > now:
                     candidates.append(allowed)
             cap = cfg.compliance.max_sms_per_day
