@@ -169,6 +169,18 @@ class Location:
 
 
 @dataclass(frozen=True)
+class ApiToken:
+    name: str  # recorded as the actor of what the token does
+    token: str = field(repr=False)  # never printed, never logged
+    role: str = "read"  # read | write
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    tokens: tuple[ApiToken, ...] = ()  # none: the ops API (/api/v1) is off
+
+
+@dataclass(frozen=True)
 class LoggingConfig:
     level: str = "info"
     format: str = "json"
@@ -191,6 +203,7 @@ class Config:
     chat: ChatConfig = ChatConfig()
     sequences: Mapping[str, tuple[SequenceStep, ...]] = field(default_factory=dict)
     logging: LoggingConfig = LoggingConfig()
+    api: ApiConfig = ApiConfig()
     shutdown_timeout: float = 10.0
     source: str = "<built-in demo>"
 
@@ -823,6 +836,7 @@ def build(
         chat=chat,
         sequences=sequences,
         logging=logging_cfg,
+        api=_api(root.child("api")),
         shutdown_timeout=root.get("shutdown_timeout", _duration, 'a duration such as "10s"', 10.0),
         source=source,
     )
@@ -832,6 +846,30 @@ def build(
     if ctx.problems:
         raise ConfigError(ctx.problems)
     return cfg
+
+
+def _api(node: _Node) -> ApiConfig:
+    """api.tokens: names unique, secrets of 16+ characters (never echoed), role read|write."""
+    tokens = []
+    for item in node.items("tokens"):
+        secret = item.raw("token")
+        if not isinstance(secret, str) or len(secret.strip()) < 16:
+            got = "nothing" if not secret else f"{len(str(secret).strip())} characters"
+            item.ctx.problem(item._key("token"), f"expected a secret of 16+ characters, got {got}")
+        tokens.append(
+            ApiToken(
+                name=item.req("name", _nonempty, "a name for the token (its actor name)", ""),
+                token=str(secret or "").strip(),
+                role=item.req("role", _choice("read", "write"), "read or write", "read"),
+            )
+        )
+        item.done()
+    names = [t.name for t in tokens]
+    for i, name in enumerate(names):
+        if name and name in names[:i]:
+            node.ctx.problem(f"api.tokens[{i}].name", f"duplicate token name {name!r}")
+    node.done()
+    return ApiConfig(tokens=tuple(tokens))
 
 
 def warnings(cfg: Config) -> list[str]:
