@@ -8,6 +8,7 @@ import asyncpg
 import pytest
 
 from leadd.store import OpsStore
+from tests.e2e.conftest import http, twilio  # noqa: F401 - the same fake provider fixtures
 from tests.ops.support import TENANT, add_tenant
 
 
