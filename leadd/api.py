@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -165,7 +166,7 @@ async def delete_opt_out(request: web.Request, deps: OpsDeps, token: ApiToken) -
 # --------------------------------------------------------------------------- request parsing
 
 
-def _lead_id(request: web.Request) -> Any:
+def _lead_id(request: web.Request) -> uuid.UUID:
     return params.lead_id(request.match_info["id"])
 
 
@@ -236,7 +237,9 @@ def _endpoint(route: Route, tokens: tuple[ApiToken, ...], deps: DepsProvider) ->
     async def handle(request: web.Request) -> web.StreamResponse:
         token = authenticate(request.headers.get("Authorization", ""), tokens)
         if token is None:  # checked first: the answer is the same whether the lead exists
-            return json_error(401, "missing or invalid bearer token")
+            response = json_error(401, "missing or invalid bearer token")
+            response.headers["WWW-Authenticate"] = 'Bearer realm="leadd"'
+            return response
         if route.role == "write" and token.role != "write":
             return json_error(403, f"this token's role is {token.role}; this route needs write")
         current = deps()

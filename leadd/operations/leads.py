@@ -71,9 +71,7 @@ def _search(deps: OpsDeps, q: str | None) -> LeadSearch | None:
     and name, and q's digits inside a phone (for a partial number)."""
     if q is None:
         return None
-    text = q.strip()
-    if not text or len(text) > MAX_Q:
-        raise BadRequest("q", f"expected 1 to {MAX_Q} characters")
+    text = params.text("q", q, MAX_Q)
     digits = "".join(c for c in text if c.isdigit())
     return LeadSearch(
         text=text.lower(),
@@ -97,7 +95,7 @@ async def set_state(
         raise BadRequest(
             "state", f"expected one of {', '.join(OPERATOR_STATES)}, got {state[:40]!r}"
         )
-    reason = _text("reason", reason, MAX_REASON)
+    reason = params.text("reason", reason, MAX_REASON)
     change = await deps.store.set_state(lead_id, state=state, reason=reason, actor=actor)
     if change is None:
         raise NotFound("lead not found")
@@ -141,7 +139,7 @@ async def send_staff_message(
         raise BadRequest(
             "channel", f"expected 'sms' (the only channel for staff messages), got {channel[:20]!r}"
         )
-    body = _text("body", body, MAX_SMS_BODY)
+    body = params.text("body", body, MAX_SMS_BODY)
     queued = await deps.store.add_staff_message(lead_id, body=body, author=author, now=deps.clock())
     if queued is None:
         raise NotFound("lead not found")
@@ -151,12 +149,3 @@ async def send_staff_message(
         raise Unprocessable("the lead has no phone number to text")
     deps.wake()
     return queued
-
-
-def _text(parameter: str, value: str, max_length: int) -> str:
-    text = value.strip() if isinstance(value, str) else ""
-    if not text:
-        raise BadRequest(parameter, "required: a non-empty string")
-    if len(text) > max_length or "\x00" in text:
-        raise BadRequest(parameter, f"expected at most {max_length} characters of text")
-    return text

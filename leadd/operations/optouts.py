@@ -10,6 +10,7 @@ from leadd.operations.errors import BadRequest, Forbidden, NotFound
 from leadd.store.models import OptOut
 
 CHANNELS = ("sms", "email")
+MAX_ADDRESS = 320  # the longest e-mail address RFC 5321 allows
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,8 @@ async def lift_opt_out(deps: OpsDeps, *, channel: str, address: str, actor: str)
         )
     if channel != "email":
         raise BadRequest("channel", f"expected email, got {channel[:20]!r}")
-    lifted = await deps.store.delete_email_opt_out(address.strip().lower(), actor=actor)
+    address = params.text("address", address, MAX_ADDRESS).lower()
+    lifted = await deps.store.delete_email_opt_out(address, actor=actor)
     if lifted is None:
         raise NotFound("no e-mail opt-out for that address")
     return lifted

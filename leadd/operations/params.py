@@ -19,6 +19,26 @@ MAX_LIMIT = 200
 _CURSOR_PREFIX = "c1."  # the format's version: a future format can still read (or refuse) these
 
 
+def text(parameter: str, value: object, max_length: int) -> str:
+    """Stripped, non-empty text PostgreSQL can store (no NUL, no lone UTF-16 surrogate)."""
+    if not isinstance(value, str) or not value.strip():
+        raise BadRequest(parameter, "required: a non-empty string")
+    value = value.strip()
+    if len(value) > max_length:
+        raise BadRequest(parameter, f"expected at most {max_length} characters")
+    if "\x00" in value or not _encodable(value):
+        raise BadRequest(parameter, "must not contain NUL characters or lone surrogates")
+    return value
+
+
+def _encodable(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def lead_id(text: str) -> uuid.UUID:
     """A malformed id names no lead: 404, like an id of another tenant."""
     try:
@@ -77,7 +97,9 @@ def encode_opt_out_cursor(cursor: OptOutCursor) -> str:
 
 def decode_opt_out_cursor(text: str) -> OptOutCursor:
     created_at, channel, address = _decode(text, 3)
-    if not isinstance(channel, str) or not isinstance(address, str):
+    if not all(
+        isinstance(x, str) and "\x00" not in x and _encodable(x) for x in (channel, address)
+    ):
         raise _bad_cursor()
     try:
         return OptOutCursor(_aware(created_at), channel, address)

@@ -148,6 +148,8 @@ async def test_auth_and_roles(
         ("limit=201", "limit"),
         ("limit=ten", "limit"),
         ("q=", "q"),
+        ("q=%00", "q"),
+        ("q=" + "x" * 101, "q"),
         ("sort=name", "sort"),
     ],
 )
@@ -158,6 +160,32 @@ async def test_bad_list_parameters_are_400_naming_the_parameter(
         status, body = await Client(http, daemon)("GET", f"/leads?{query}", token=READ)
     assert status == 400 and body["parameter"] == parameter, body
     assert body["error"].startswith(f"{parameter}: ")
+
+
+async def test_hostile_text_is_a_400_and_stores_nothing(
+    database_url: str, http: aiohttp.ClientSession, seed: asyncpg.Connection
+) -> None:
+    """What JSON and URLs allow but PostgreSQL cannot store (NUL, lone surrogates) is refused
+    as bad input before it reaches the database (where it would be a 5xx)."""
+    lead = await add_lead(seed)
+    async with running_daemon(api_config(database_url)) as daemon:
+        call = Client(http, daemon)
+        for path, raw, parameter in [
+            (f"/leads/{lead}/messages", rb'{"channel": "sms", "body": "hi\u0000"}', "body"),
+            (f"/leads/{lead}/messages", rb'{"channel": "sms", "body": "\ud800"}', "body"),
+            (f"/leads/{lead}/state", rb'{"state": "lost", "reason": "\udfff x"}', "reason"),
+            (f"/leads/{lead}/state", b'{"state": "lost", "reason": NaN}', "body"),
+            (f"/leads/{lead}/state", b"[]", "body"),
+        ]:
+            status, body = await call("POST", path, data=raw)
+            assert status == 400 and body["parameter"] == parameter, (raw, body)
+        status, body = await call("DELETE", "/opt-outs/email/a%00b@example.com")
+        assert status == 400 and body["parameter"] == "address"
+        for cursor in ("c1.WyIyMDI2LTAxLTAxVDAwOjAwOjAwKzAwOjAwIiwic21zIiwiXHUwMDAwIl0",):
+            status, body = await call("GET", f"/opt-outs?cursor={cursor}", token=READ)
+            assert status == 400 and body["parameter"] == "cursor"
+    assert await seed.fetchval("SELECT count(*) FROM touch_points") == 0
+    assert await seed.fetchval("SELECT state FROM leads WHERE id = $1", lead) == "new"
 
 
 async def test_list_filters_and_pages_over_http(
@@ -483,9 +511,8 @@ async def test_openapi_names_every_route_and_only_those(
         and route.method != "HEAD"
     }
     async with running_daemon(cfg) as daemon:
-        async with http.get(base_url(daemon) + "/api/v1/openapi.json") as r:
-            assert r.status == 200
-            doc = await r.json()
+        status, doc = await Client(http, daemon)("GET", "/openapi.json", token=None)
+    assert status == 200
     documented = {(method.upper(), path) for path, item in doc["paths"].items() for method in item}
     assert documented == served
     assert len(served) == len(api.ROUTES) + 1

@@ -65,6 +65,9 @@ async def test_every_filter_and_the_tenant(store: OpsStore, conn: asyncpg.Connec
     assert await ids(store, q=LeadSearch("(512) 555-0199", phone="+15125550199")) == [b]
     assert await ids(store, q=LeadSearch("555-0199", digits="5550199")) == [b]
     assert await ids(store, q=LeadSearch("nobody")) == []
+    # LIKE wildcards are plain characters here (strpos, not LIKE).
+    assert await ids(store, q=LeadSearch("%")) == []
+    assert await ids(store, q=LeadSearch("_")) == []
     assert await ids(store, state="engaged", location="downtown") == []
 
 
@@ -130,6 +133,26 @@ async def test_forbidden_transition_changes_nothing(
     assert await rows(conn, "SELECT * FROM lead_events WHERE lead_id = $1", lead) == before
     assert await conn.fetchval("SELECT state FROM leads WHERE id = $1", lead) == "appointment_set"
     assert await store.set_state(uuid.uuid4(), state="lost", reason="r", actor="x") is None
+
+
+async def test_two_operators_closing_one_lead_at_once_one_wins(
+    store: OpsStore, conn: asyncpg.Connection
+) -> None:
+    """completed and lost for the same lead at the same moment: the lead row lock orders them,
+    so the second sees a closed lead and changes nothing."""
+    lead = await add_lead(conn, path=("contacted",))
+    results = await asyncio.gather(
+        store.set_state(lead, state="completed", reason="paid", actor="a"),
+        store.set_state(lead, state="lost", reason="went elsewhere", actor="b"),
+    )
+    assert sorted(r.changed for r in results if r is not None) == [False, True]
+    [winner] = [r for r in results if r is not None and r.changed]
+    [loser] = [r for r in results if r is not None and not r.changed]
+    assert loser.from_state == winner.to_state
+    closing = await rows(
+        conn, "SELECT to_state FROM lead_events WHERE lead_id = $1 AND actor IS NOT NULL", lead
+    )
+    assert [r["to_state"] for r in closing] == [winner.to_state]
 
 
 async def test_closing_a_lead_cancels_its_pending_touch_points(
