@@ -96,10 +96,14 @@ async def test_without_tokens_the_api_is_off(
 
 
 async def test_auth_and_roles(
-    database_url: str, http: aiohttp.ClientSession, seed: asyncpg.Connection
+    database_url: str,
+    http: aiohttp.ClientSession,
+    seed: asyncpg.Connection,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """401 without a valid bearer token, the same body whether the lead exists or not;
-    403 for a read token on every write route; a read token reads."""
+    403 for a read token on every write route; a read token reads; no token is ever logged."""
+    caplog.set_level(logging.DEBUG)
     lead = await add_lead(seed, phone=None)
     async with running_daemon(api_config(database_url)) as daemon:
         call = Client(http, daemon)
@@ -130,6 +134,9 @@ async def test_auth_and_roles(
         # Nothing a refused request carried was applied.
         assert await seed.fetchval("SELECT state FROM leads WHERE id = $1", lead) == "new"
         assert await seed.fetchval("SELECT count(*) FROM touch_points") == 0
+    logged = "\n".join(f"{r.getMessage()} {getattr(r, 'fields', '')}" for r in caplog.records)
+    assert "api.on" in logged
+    assert READ[:12] not in logged and WRITE[:12] not in logged
 
 
 @pytest.mark.parametrize(
