@@ -1,4 +1,4 @@
-"""Command line: `leadd run | check-config | migrate | send-test-lead`."""
+"""Command line: `leadd run | check-config | migrate | send-test-lead | leads | report`."""
 
 from __future__ import annotations
 
@@ -128,6 +128,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.set_defaults(fn=fn)
         if name == "send-test-lead":
             p.add_argument("--url", help="leadd base URL (default: from http.host/port)")
+    from leadd import cli_ops  # leads list|show|set-state|pause|resume, report (issue 9)
+
+    cli_ops.register(subparsers, _load)
     args = parser.parse_args(argv)
     try:
         return int(args.fn(args))

@@ -31,7 +31,9 @@ from leadd.config import Config
 from leadd.config import warnings as config_warnings
 from leadd.embedded import EmbeddedPostgres
 from leadd.logs import get_logger
+from leadd.operations import OpsDeps
 from leadd.sdnotify import Notifier
+from leadd.store import OpsStore
 from leadd.supervisor import Supervisor
 
 log = get_logger(__name__)
@@ -47,6 +49,7 @@ class Daemon:
         self.supervisor = Supervisor(self.shutdown)
         self.notifier = Notifier(env)
         self.db: dbmod.Database | None = None
+        self.ops: OpsDeps | None = None  # the ops API's use cases, once the database is ready
         self.db_problem: str | None = "connecting"
         self.db_ready = asyncio.Event()
         self.http_ready = asyncio.Event()
@@ -174,6 +177,8 @@ class Daemon:
                     await pool.close()
                     raise
                 self.db, self.db_problem = database, None
+                store = OpsStore(pool, self.config.tenant.id)
+                self.ops = OpsDeps(self.config, store, wake=self.wake_touchpoints.set)
                 metrics.POOL.source = database.pool_stats
                 self.db_ready.set()
                 log.info("database.ready", embedded=self.config.database.url is None)

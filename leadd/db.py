@@ -1,6 +1,6 @@
 """The asyncpg pool, schema migrations, and the only code that runs SQL.
 
-Runtime queries live in `sql/queries.sql` under `-- name: <name>` headers and are loaded once.
+Runtime queries live in `sql/queries.sql` (and `sql/ops.sql`) under `-- name: <name>` headers and are loaded once.
 Schema files `sql/NNNN_name.sql` are applied in order, in one transaction under an advisory
 lock, and recorded in `schema_migrations`, so two daemons starting together cannot race and a
 re-run is a no-op. Every query is scoped to the tenant this Database was opened for.
@@ -60,9 +60,18 @@ def load_migrations() -> list[Migration]:
 
 
 def load_queries() -> dict[str, str]:
-    text = resources.files("leadd.sql").joinpath("queries.sql").read_text(encoding="utf-8")
-    parts = _NAME.split(text)
-    return {parts[i]: parts[i + 1].strip().rstrip(";") for i in range(1, len(parts), 2)}
+    """Named queries from every non-numbered .sql file (queries.sql, ops.sql, ...)."""
+    out: dict[str, str] = {}
+    files = sorted(resources.files("leadd.sql").iterdir(), key=lambda e: e.name)
+    for entry in files:
+        if not entry.name.endswith(".sql") or _MIGRATION.match(entry.name):
+            continue
+        parts = _NAME.split(entry.read_text(encoding="utf-8"))
+        for i in range(1, len(parts), 2):
+            if parts[i] in out:
+                raise ValueError(f"query {parts[i]!r} is named twice ({entry.name})")
+            out[parts[i]] = parts[i + 1].strip().rstrip(";")
+    return out
 
 
 Q = load_queries()

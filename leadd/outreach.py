@@ -35,6 +35,8 @@ log = get_logger(__name__)
 
 AMBIGUOUS_CODES = frozenset({"timeout", "connection"})
 FIRST_ACK_GRACE = dt.timedelta(minutes=15)
+# What _record needs to know of a staff message (ops API, issue 9): an SMS, no template.
+STAFF_STEP = SequenceStep(name="staff", channel="sms", delay=0.0, after="created", template="")
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,8 @@ class Outreach:
     async def process(self, row: asyncpg.Record) -> str:
         """Handle one claimed touch point; returns the outcome (for counts and tests)."""
         cfg = self.cfg
+        if row["kind"] == "staff":  # ops API (issue 9): a person's message, see _deliver_staff
+            return await self._deliver_staff(row)
         step = sequences.step_of(cfg, row["sequence"], row["step_index"])
         location = cfg.location(row["location_id"]) or cfg.locations[0]
         if step is None:
@@ -171,6 +175,35 @@ class Outreach:
                 headers=self._unsubscribe_headers(row),
             )
         return await self._record(row, step, address, body, result)
+
+    # --- ops API staff messages (issue 9); to merge into the send gate -----------------------
+
+    async def _deliver_staff(self, row: asyncpg.Record) -> str:
+        """A message a person wrote (touch_points.kind = 'staff'): sent as written, at any hour
+        and past the daily cap, which govern automated messages, not a person's reply; never
+        to an opted-out phone (send_gate checks it, as for every send)."""
+        limit = self.cfg.touchpoints.max_attempts
+        if row["attempts"] > limit:
+            return await self._finish(row, "failed", f"gave up after {limit} attempts")
+        address = row["phone"]
+        if not address:
+            return await self._finish(row, "failed", "no phone for this lead")
+        location = self.cfg.location(row["location_id"]) or self.cfg.locations[0]
+        sender, body = location.sms_from or location.phone or "", row["body"]
+        async with self._phone_lock(address):
+            gate = await self.db.fetchrow("send_gate", "sms", address, row["id"], sender, body)
+            assert gate is not None
+            if gate["opted_out"]:
+                return await self._finish(row, "cancelled", "sms opted out")
+            result = await self.daemon.twilio.send_sms(
+                to=address,
+                from_=sender,
+                body=body,
+                status_callback=f"{self.cfg.http.public_url}/webhooks/twilio/status",
+            )
+            return await self._record(row, STAFF_STEP, address, body, result)
+
+    # --- end of staff messages ------------------------------------------------------------
 
     def _defer_until(
         self,

@@ -170,6 +170,18 @@ class Location:
     sms_from: str | None = phone_number("+15125550199")  # default: twilio.from_number
 
 
+@dataclass(frozen=True)
+class ApiToken:
+    name: str  # recorded as the actor of what the token does
+    token: str = field(repr=False)  # never printed, never logged
+    role: str = "read"  # read | write
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    tokens: tuple[ApiToken, ...] = ()  # none: the ops API (/api/v1) is off
+
+
 @dataclass(frozen=True, kw_only=True)
 class LoggingConfig:
     level: str = setting(
@@ -195,6 +207,7 @@ class Config:
     chat: ChatConfig = ChatConfig()
     sequences: Mapping[str, tuple[SequenceStep, ...]] = field(default_factory=dict)
     logging: LoggingConfig = LoggingConfig()
+    api: ApiConfig = ApiConfig()
     shutdown_timeout: float = duration(10.0)
     source: str = "<built-in demo>"
 
