@@ -11,9 +11,9 @@ from typing import Any
 
 from leadd import templates
 from leadd.compliance import DEFAULT_STATE_RULES, QuietHours, Window, parse_window
+from leadd.config import convert
 from leadd.config.convert import WEEKDAYS
 from leadd.config.demo import DEFAULT_SEQUENCE
-from leadd.config import convert
 from leadd.config.model import (
     ApiConfig,
     ApiToken,
