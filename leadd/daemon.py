@@ -210,6 +210,7 @@ class Daemon:
                 loop.add_signal_handler(sig, self._on_signal, sig)
         self.session = aiohttp.ClientSession()
         self._build_clients()
+        metrics.start(self.config, self.shopmonkey)
         log.info(
             "leadd.starting",
             tenant=self.config.tenant.name,
