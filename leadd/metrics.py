@@ -48,20 +48,22 @@ CHANNELS = ("sms", "email")
 # leadd_messages_total{outcome}. At send time each message counts once as one of
 #   accepted  the provider took it (HTTP 2xx; not yet delivered)
 #   dry_run   recorded only: the provider has no credentials
-#   rejected  it never went out: refused by the provider (4xx: invalid number, carrier
-#             opt-out, bad key), out of retries, or unsendable (no address, template error)
+#   rejected  the provider refused it (4xx: invalid number, carrier opt-out, bad key), or
+#             it kept failing transiently until the attempts ran out
+#   unsendable  leadd could not send it: no address for the channel, a template error
 #   skipped   not sent by rule (lead moved on, step removed, no address and skip_if_unavailable)
 #   retry     a transient failure; the same message is tried again later
 # and later, from Twilio status callbacks and SendGrid events, an accepted message counts once
 # more with its delivery outcome: delivered, undelivered (SMS), failed (the provider accepted
 # it, then could not send it: Twilio `failed`, SendGrid `dropped`) or bounced (e-mail).
-# So: delivery rate = delivered / accepted; failure ratio =
-# (rejected + failed + undelivered + bounced) / (accepted + rejected).
-SEND_OUTCOMES = ("accepted", "dry_run", "rejected", "skipped", "retry")
+# So: delivery rate = delivered / accepted; provider failure ratio =
+# (rejected + failed + undelivered + bounced) / (accepted + rejected), each message once.
+SEND_OUTCOMES = ("accepted", "dry_run", "rejected", "unsendable", "skipped", "retry")
 DELIVERY_OUTCOMES = ("delivered", "undelivered", "failed", "bounced")
-# SendResult.outcome and touch-point end states, as counted above.
+# SendResult.outcome (or dry_run), as counted above.
 _SEND_OUTCOME = {"sent": "accepted", "dry_run": "dry_run", "retry": "retry", "failed": "rejected"}
-_SEND_OUTCOME.update(skipped="skipped", accepted="accepted", rejected="rejected")
+# A touch point that ended without a send call: its state, as counted above.
+_UNSENT_OUTCOME = {"skipped": "skipped", "failed": "unsendable"}
 # Twilio MessageStatus -> delivery outcome (the rest are steps on the way: queued, sent, ...).
 _TWILIO_FINAL = {"delivered": "delivered", "undelivered": "undelivered", "failed": "failed"}
 # SendGrid event -> delivery outcome (deferred is transient; open/click are not delivery).
@@ -155,8 +157,9 @@ POLL_LAST_SUCCESS = Gauge(
 
 MESSAGES = Counter(
     "leadd_messages_total",
-    "Outbound messages by channel and outcome: at send accepted, dry_run, rejected, skipped or "
-    "retry; later delivered, undelivered, failed or bounced (provider callbacks).",
+    "Outbound messages by channel and outcome: at send accepted, dry_run, rejected, "
+    "unsendable, skipped or retry; later delivered, undelivered, failed or bounced "
+    "(provider callbacks).",
     ["channel", "outcome"],
     registry=REGISTRY,
 )
@@ -239,9 +242,16 @@ def start(config: Config, shopmonkey: ShopmonkeyClient) -> None:
 
 
 def count_send(channel: str, outcome: str) -> None:
-    """One message's send-time outcome: a SendResult outcome (sent, retry, failed), dry_run,
-    or a touch point that ended unsent (skipped, failed)."""
+    """One send call's result: a SendResult outcome (sent, retry, failed) or dry_run."""
     MESSAGES.labels(channel, _SEND_OUTCOME[outcome]).inc()
+
+
+def count_unsent(channel: str, state: str) -> None:
+    """A touch point that ended without a send call (skipped, failed); cancelled ones are
+    not messages and count nothing."""
+    outcome = _UNSENT_OUTCOME.get(state)
+    if outcome is not None:
+        MESSAGES.labels(channel, outcome).inc()
 
 
 def observe_provider(provider: str, result: SendResult) -> None:

@@ -264,8 +264,7 @@ class Outreach:
 
     async def _finish(self, row: asyncpg.Record, state: str, reason: str) -> str:
         await self.db.execute("finish_touchpoint", row["id"], state, reason)
-        if state != "cancelled":
-            metrics.count_send(row["channel"], "skipped" if state == "skipped" else "failed")
+        metrics.count_unsent(row["channel"], state)
         log.info(
             "touchpoint.finished",
             touch_point_id=row["id"],

@@ -241,6 +241,21 @@ async def test_provider_auth_gauge_follows_twilio_answers(
         assert len(twilio.messages) == 1
 
 
+async def test_a_lead_without_a_phone_is_unsendable_not_a_provider_rejection(
+    database_url: str, twilio: FakeTwilio, http: aiohttp.ClientSession
+) -> None:
+    """The SMS failure alert divides provider refusals by sends: a lead with no phone must not
+    count as Twilio rejecting a message."""
+    step = {"channel": "sms", "delay": "0s", "template": "Hi!", "skip_if_unavailable": False}
+    sequences = {"default": [step]}
+    cfg = outreach_config(database_url, twilio, sequences=sequences, touchpoints={"interval": "1h"})
+    counts = Delta(msg("sms", "unsendable"), msg("sms", "rejected"), msg("sms", "accepted"))
+    async with running_daemon(cfg) as daemon:
+        await post_order(http, base_url(daemon), order_payload(phone=None, email=EMAIL))
+        await wait_for(lambda: counts()[0] == 1)
+    assert counts() == [1, 0, 0] and twilio.messages == []
+
+
 async def test_poll_cycle_metrics_and_shopmonkey_auth(database_url: str) -> None:
     """A successful poll cycle sets the last-success time and observes its duration; the
     poll interval is exported for the staleness alert; a refused key sets the auth gauge."""
