@@ -255,6 +255,9 @@ class _Node:
             return default
         try:
             return conv(value)
+        except _Unquoted as exc:
+            self.ctx.problem(self._key(key), f"expected {expected}, got {value!r} ({exc})")
+            return default
         except (ValueError, TypeError):
             self.ctx.error(self._key(key), expected, value)
             return default
@@ -381,7 +384,13 @@ def _tz(v: Any) -> str:
     return s
 
 
+class _Unquoted(ValueError):
+    """A value YAML turned into a number because it was not quoted."""
+
+
 def _phone(v: Any) -> str:
+    if isinstance(v, int) and not isinstance(v, bool):
+        raise _Unquoted("YAML reads an unquoted +15125550100 as a number: quote it")
     s = _str(v).strip()
     try:
         num = phonenumbers.parse(s, None)
@@ -600,8 +609,9 @@ DEFAULT_SEQUENCE: tuple[SequenceStep, ...] = (
             'Hi {{ customer.first_name | default("there") }},\n\n'
             "Thanks for reaching out to {{ location.name }}. Here is what we have so far:\n"
             '{{ services.list | default("Estimate in progress") }}\n\n'
-            "Today's hours: {{ location.hours_today }}. Call us at {{ location.phone }} "
-            'or chat with us: {{ chat.link | default("") }}\n'
+            "Today's hours: {{ location.hours_today }}. Questions? Call us at {{ location.phone }}.\n"
+            # Alone on its line: without chat.base_url there is no link, and no line.
+            '{{ chat.link | default("") }}\n'
         ),
     ),
     SequenceStep(
