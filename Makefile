@@ -61,7 +61,7 @@ run: $(INSTALLED)
 # shiv (a test extra) installs leadd and its dependencies with $(PY)'s pip into one zipapp,
 # so $(PY) must be the same CPython as $(DIST_PYTHON); the check says so before building.
 dist: $(INSTALLED)
-	@$(DIST_PYTHON) -c 'import sys' || { echo "make dist: $(DIST_PYTHON) not found (set DIST_PYTHON=)"; exit 1; }
+	@$(DIST_PYTHON) -c 'import sys' >/dev/null 2>&1 || { echo "make dist: $(DIST_PYTHON) not found (set DIST_PYTHON=)"; exit 1; }
 	@want=$$($(DIST_PYTHON) -c 'import sysconfig; print(sysconfig.get_config_var("SOABI"))'); \
 	have=$$($(PY) -c 'import sysconfig; print(sysconfig.get_config_var("SOABI"))'); \
 	if [ "$$want" != "$$have" ]; then \
