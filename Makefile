@@ -74,7 +74,9 @@ dist: $(INSTALLED)
 	$(VENV)/bin/shiv --reproducible --console-script leadd --python $(DIST_PYTHON) \
 		--output-file $(PYZ).tmp . --quiet
 	mv $(PYZ).tmp $(PYZ)
-	$(DIST_PYTHON) $(PYZ) --version
+# Smoke test; it unpacks into a scratch SHIV_ROOT, not ~/.shiv (one copy per build).
+	@root=$$(mktemp -d) && SHIV_ROOT=$$root $(DIST_PYTHON) $(PYZ) --version; \
+	status=$$?; rm -rf $$root; exit $$status
 
 clean:
 	rm -rf dist build

@@ -50,7 +50,8 @@ CHANNELS = ("sms", "email")
 #   dry_run   recorded only: the provider has no credentials
 #   rejected  the provider refused it (4xx: invalid number, carrier opt-out, bad key), or
 #             it kept failing transiently until the attempts ran out
-#   unsendable  leadd could not send it: no address for the channel, a template error
+#   unsendable  leadd could not send it: no address for the channel, a template error, or
+#             a row found over max_attempts when claimed (after crash recovery)
 #   skipped   not sent by rule (lead moved on, step removed, no address and skip_if_unavailable)
 #   retry     a transient failure; the same message is tried again later
 # and later, from Twilio status callbacks and SendGrid events, an accepted message counts once
