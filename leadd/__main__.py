@@ -1,4 +1,5 @@
-"""Command line: `leadd run | check-config | migrate | send-test-lead | leads | report`."""
+"""Command line: `leadd run | check-config | migrate | send-test-lead | leads | report`,
+`leadd --version`."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
+from leadd import __version__, logs
 from leadd import config as configmod
-from leadd import logs
 
 EXIT_CONFIG = 2
 
@@ -112,6 +113,7 @@ def cmd_send_test_lead(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="leadd", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"leadd {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True)
     for name, fn, help_ in (
         ("run", cmd_run, "run the daemon in the foreground"),

@@ -12,6 +12,7 @@ close the pool, stop the embedded server.
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import signal
 import socket
@@ -58,6 +59,7 @@ class Daemon:
         self.session: aiohttp.ClientSession | None = None
         self.wake_touchpoints = asyncio.Event()  # set when a lead arrives: send at once
         self.provider_problems: dict[str, str] = {}
+        self.fatal: str | None = None  # why start-up cannot go on (e.g. the port is taken)
         self._signals = 0
         self._build_services()
 
@@ -81,7 +83,13 @@ class Daemon:
         await runner.setup()
         try:
             site = web.TCPSite(runner, self.config.http.host, self.config.http.port)
-            await site.start()
+            try:
+                await site.start()
+            except OSError as exc:
+                # A start-up condition, not a crash: one line saying what to change, no trace.
+                self.fatal = _listen_error(self.config.http.host, self.config.http.port, exc)
+                self.shutdown.set()
+                return
             server = site._server
             sockets = getattr(server, "sockets", None) or []
             self.http_port = sockets[0].getsockname()[1] if sockets else self.config.http.port
@@ -215,6 +223,7 @@ class Daemon:
                 loop.add_signal_handler(sig, self._on_signal, sig)
         self.session = aiohttp.ClientSession()
         self._build_clients()
+        metrics.start(self.config, self.shopmonkey)
         log.info(
             "leadd.starting",
             tenant=self.config.tenant.name,
@@ -252,8 +261,10 @@ class Daemon:
             if install_signals:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     loop.remove_signal_handler(sig)
-        if self.supervisor.fatal is not None:
-            log.error("leadd.stopped", status="fatal", error=str(self.supervisor.fatal))
+        if self.fatal is None and self.supervisor.fatal is not None:
+            self.fatal = str(self.supervisor.fatal)
+        if self.fatal is not None:
+            log.error("leadd.stopped", status="fatal", error=self.fatal)
             return 1
         log.info("leadd.stopped", status="ok")
         return 0
@@ -296,6 +307,16 @@ class Daemon:
             metrics.POOL.source = None
         if self.embedded is not None:
             await self.embedded.stop()
+
+
+def _listen_error(host: str, port: int, exc: OSError) -> str:
+    reason = {
+        errno.EADDRINUSE: "the port is in use (another leadd, or another program): stop it "
+        "or set http.port",
+        errno.EACCES: "permission denied (ports below 1024 need root): set http.port",
+        errno.EADDRNOTAVAIL: "no such address on this machine: set http.host",
+    }.get(exc.errno or 0, exc.strerror or str(exc))
+    return f"cannot listen on {host}:{port}: {reason}"
 
 
 async def _first(*aws: Any) -> None:

@@ -20,6 +20,7 @@ from typing import Any
 
 import asyncpg
 
+from leadd import metrics
 from leadd.config import Config
 from leadd.logs import get_logger
 
@@ -204,19 +205,22 @@ class Database:
 
     async def fetch(self, name: str, *args: Any) -> list[asyncpg.Record]:
         """Run a named read query with the tenant id as $1."""
-        async with self.pool.acquire() as conn:
-            rows: list[asyncpg.Record] = await conn.fetch(Q[name], self.tenant_id, *args)
-            return rows
+        with metrics.STORE_DURATION.labels(name).time():
+            async with self.pool.acquire() as conn:
+                rows: list[asyncpg.Record] = await conn.fetch(Q[name], self.tenant_id, *args)
+                return rows
 
     async def fetchrow(self, name: str, *args: Any) -> asyncpg.Record | None:
-        async with self.pool.acquire() as conn:
-            row: asyncpg.Record | None = await conn.fetchrow(Q[name], self.tenant_id, *args)
-            return row
+        with metrics.STORE_DURATION.labels(name).time():
+            async with self.pool.acquire() as conn:
+                row: asyncpg.Record | None = await conn.fetchrow(Q[name], self.tenant_id, *args)
+                return row
 
     async def execute(self, name: str, *args: Any) -> str:
-        async with self.pool.acquire() as conn:
-            status: str = await conn.execute(Q[name], self.tenant_id, *args)
-            return status
+        with metrics.STORE_DURATION.labels(name).time():
+            async with self.pool.acquire() as conn:
+                status: str = await conn.execute(Q[name], self.tenant_id, *args)
+                return status
 
 
 _COUNTABLE: Sequence[str] = (

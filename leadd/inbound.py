@@ -137,7 +137,9 @@ async def twilio_status(request: web.Request) -> web.StreamResponse:
     if not sid or status not in STATUS_RANK:
         return json_error(400, "MessageSid and a known MessageStatus are required")
     error = form.get("ErrorCode")
-    await db.execute("upsert_message_status", sid, status, STATUS_RANK[status], error)
+    metrics.count_sms_status(
+        status, await db.execute("upsert_message_status", sid, status, STATUS_RANK[status], error)
+    )
     if error == "21610":
         async with db.transaction() as conn:
             await conn.execute(
@@ -198,6 +200,7 @@ async def sendgrid_events(request: web.Request) -> web.StreamResponse:
             if inserted is None:
                 continue  # duplicate delivery of an event we have
             new += 1
+            metrics.count_email_event(kind)
             if kind in EMAIL_STOP_EVENTS and isinstance(email, str):
                 address = email.strip().lower()
                 await conn.execute(Q["opt_out"], db.tenant_id, "email", address, kind)

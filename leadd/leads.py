@@ -268,6 +268,7 @@ async def _create(
         )
     if row is None:
         return None
+    metrics.LEADS_CREATED.labels(event.source, location.id).inc()
     log.info(
         "lead.created",
         lead_id=str(lead_id),

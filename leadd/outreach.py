@@ -297,10 +297,7 @@ class Outreach:
 
     async def _finish(self, row: asyncpg.Record, state: str, reason: str) -> str:
         await self.db.execute("finish_touchpoint", row["id"], state, reason)
-        if state != "cancelled":
-            metrics.MESSAGES.labels(
-                row["channel"], "skipped" if state == "skipped" else "failed"
-            ).inc()
+        metrics.count_unsent(row["channel"], state)
         log.info(
             "touchpoint.finished",
             touch_point_id=row["id"],
@@ -316,7 +313,7 @@ class Outreach:
         db = self.db
         provider = "twilio" if step.channel == "sms" else "sendgrid"
         outcome: str = result.outcome
-        metrics.PROVIDER_LATENCY.labels(provider).observe(result.latency)
+        metrics.observe_provider(provider, result)
         if result.outcome == "sent":
             return await self._record_sent(row, step, provider, address, body, result)
         async with db.transaction() as conn:
@@ -400,7 +397,7 @@ class Outreach:
                         address,
                         f"undeliverable number ({result.error_code})",
                     )
-        metrics.MESSAGES.labels(step.channel, outcome).inc()
+        metrics.count_send(step.channel, outcome)
         return outcome
 
     async def _record_sent(
@@ -439,7 +436,7 @@ class Outreach:
                 to_state="contacted",
                 cause=f"{step.channel}.sent",
             )
-        metrics.MESSAGES.labels(step.channel, "dry_run" if result.dry_run else "sent").inc()
+        metrics.count_send(step.channel, "dry_run" if result.dry_run else "sent")
         if first:
             metrics.SPEED_TO_LEAD.observe((_now() - row["lead_created_at"]).total_seconds())
         return "sent"
@@ -484,6 +481,7 @@ class Outreach:
                     "reconciled",
                 )
                 log.info("reconcile.found", touch_point_id=row["id"], sid=sid)
+                metrics.count_send("sms", "sent")
                 return "reconciled"
         # Not found (SMS), or e-mail/dry-run (no lookup API): send again. E-mail is at-least-once.
         await db.execute(

@@ -128,7 +128,13 @@ def time_zone(v: Any) -> str:
     return s
 
 
+class Unquoted(ValueError):
+    """A value YAML turned into a number because it was not quoted."""
+
+
 def e164_phone(v: Any) -> str:
+    if isinstance(v, int) and not isinstance(v, bool):
+        raise Unquoted("YAML reads an unquoted +15125550100 as a number: quote it")
     s = text(v).strip()
     try:
         num = phonenumbers.parse(s, None)

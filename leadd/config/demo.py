@@ -30,8 +30,9 @@ DEFAULT_SEQUENCE: tuple[SequenceStep, ...] = (
             'Hi {{ customer.first_name | default("there") }},\n\n'
             "Thanks for reaching out to {{ location.name }}. Here is what we have so far:\n"
             '{{ services.list | default("Estimate in progress") }}\n\n'
-            "Today's hours: {{ location.hours_today }}. Call us at {{ location.phone }} "
-            'or chat with us: {{ chat.link | default("") }}\n'
+            "Today's hours: {{ location.hours_today }}. Questions? Call us at {{ location.phone }}.\n"
+            # Alone on its line: without chat.base_url there is no link, and no line.
+            '{{ chat.link | default("") }}\n'
         ),
     ),
     SequenceStep(

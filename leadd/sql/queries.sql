@@ -379,4 +379,9 @@ ON CONFLICT (tenant_id, sg_event_id) DO NOTHING
 RETURNING sg_event_id;
 
 -- name: count_due_touchpoints
-SELECT count(*) AS n FROM touch_points WHERE tenant_id = $1 AND state = 'scheduled' AND due_at <= now();
+-- The due and overdue gauges. Overdue: still scheduled $2 seconds after its due time. Waiting
+-- for quiet hours, a cap or a retry moves due_at forward, so only a loop that is behind (or a
+-- lead stuck before enrichment) makes a row overdue.
+SELECT count(*) AS n,
+       count(*) FILTER (WHERE due_at <= now() - make_interval(secs => $2)) AS overdue
+FROM touch_points WHERE tenant_id = $1 AND state = 'scheduled' AND due_at <= now();
