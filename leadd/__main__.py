@@ -79,26 +79,10 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     logs.setup(cfg.logging.level, cfg.logging.format)
 
     async def go() -> int:
-        from leadd import db
-        from leadd.embedded import EmbeddedPostgres
+        from leadd.store import opened
 
-        embedded = None
-        url = cfg.database.url
-        if url is None:
-            embedded = EmbeddedPostgres(cfg.state_dir)
-            url = await embedded.start()
-        try:
-            pool = await db.create_pool(url, min_size=1, max_size=2)
-            try:
-                async with pool.acquire() as conn:
-                    applied = await db.migrate(conn)
-                await db.Database(pool, cfg.tenant.id).sync_config(cfg)
-            finally:
-                await pool.close()
-        finally:
-            if embedded:
-                await embedded.stop()
-        print(f"schema up to date; applied now: {applied or 'nothing'}")
+        async with opened(cfg, sync=True) as (_, applied):
+            print(f"schema up to date; applied now: {applied or 'nothing'}")
         return 0
 
     return asyncio.run(go())

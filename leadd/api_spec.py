@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from leadd import __version__
-from leadd.leads import STATES
+from leadd.lifecycle import STATES
 from leadd.operations.leads import MAX_REASON, MAX_SMS_BODY, OPERATOR_STATES
 from leadd.operations.params import MAX_LIMIT
 

@@ -21,12 +21,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from leadd import config as configmod
-from leadd.leads import STATES
+from leadd.lifecycle import STATES
 from leadd.operations import BadRequest, OpsDeps, OpsError, params, views
 from leadd.operations import leads as lead_ops
 from leadd.operations import report as report_ops
 from leadd.operations.leads import OPERATOR_STATES
-from leadd.store import DB_ERRORS, OpsStore
+from leadd.store import DB_ERRORS
 from leadd.store.models import LeadDetail, Report, ReportSection
 
 LoadConfig = Callable[..., configmod.Config]
@@ -99,28 +99,10 @@ def run(cfg: configmod.Config, use_case: UseCase) -> int:
 
 
 async def _with_deps(cfg: configmod.Config, use_case: UseCase) -> int:
-    from leadd import db
-    from leadd.embedded import EmbeddedPostgres
+    from leadd.store import opened
 
-    embedded = None
-    url = cfg.database.url
-    if url is None:
-        embedded = EmbeddedPostgres(cfg.state_dir)
-        url = await embedded.start()
-    try:
-        pool = await db.create_pool(
-            url, min_size=1, max_size=2, timeout=cfg.database.connect_timeout
-        )
-        try:
-            # As `leadd run` does at start-up: an up-to-date schema (a no-op when it is).
-            async with pool.acquire() as conn:
-                await db.migrate(conn)
-            return await use_case(OpsDeps(cfg, OpsStore(pool, cfg.tenant.id)))
-        finally:
-            await pool.close()
-    finally:
-        if embedded is not None:
-            await embedded.stop()
+    async with opened(cfg) as (store, _):
+        return await use_case(OpsDeps(cfg, store))
 
 
 def actor() -> str:

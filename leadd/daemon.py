@@ -34,7 +34,7 @@ from leadd.embedded import EmbeddedPostgres
 from leadd.logs import get_logger
 from leadd.operations import OpsDeps
 from leadd.sdnotify import Notifier
-from leadd.store import OpsStore
+from leadd.store import Store
 from leadd.supervisor import Supervisor
 
 log = get_logger(__name__)
@@ -185,7 +185,7 @@ class Daemon:
                     await pool.close()
                     raise
                 self.db, self.db_problem = database, None
-                store = OpsStore(pool, self.config.tenant.id)
+                store = Store(pool, self.config.tenant.id)
                 self.ops = OpsDeps(self.config, store, wake=self.wake_touchpoints.set)
                 metrics.POOL.source = database.pool_stats
                 self.db_ready.set()

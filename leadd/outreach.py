@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
-from leadd import compliance, leads, metrics, phones, sequences, templates
+from leadd import compliance, leads, lifecycle, metrics, phones, sequences, templates
 from leadd.backoff import Backoff
 from leadd.config import Config, Location, SequenceStep
 from leadd.db import Q
@@ -88,7 +88,7 @@ class Outreach:
             return await self._finish(row, "skipped", "step no longer in the sequence config")
         if row["attached_to"] is not None:
             return await self._finish(row, "cancelled", "lead attached to another open lead")
-        if row["lead_state"] in leads.TERMINAL:
+        if row["lead_state"] in lifecycle.TERMINAL:
             return await self._finish(row, "cancelled", f"lead {row['lead_state']}")
         if step.only_in_states and row["lead_state"] not in step.only_in_states:
             return await self._finish(row, "skipped", f"lead is {row['lead_state']}")

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from leadd.config import Config
-from leadd.store import OpsStore
+from leadd.store import Store
 
 
 def utcnow() -> dt.datetime:
@@ -21,6 +21,6 @@ def _no_wake() -> None:
 @dataclass(frozen=True)
 class OpsDeps:
     config: Config
-    store: OpsStore
+    store: Store
     clock: Callable[[], dt.datetime] = utcnow  # aware UTC; tests pin it
     wake: Callable[[], None] = _no_wake  # "a touch point is due now": run the send loop

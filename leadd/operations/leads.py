@@ -7,7 +7,7 @@ import uuid
 from dataclasses import dataclass
 
 from leadd import phones
-from leadd.leads import STATES, TERMINAL
+from leadd.lifecycle import STATES, TERMINAL
 from leadd.operations import params
 from leadd.operations.deps import OpsDeps
 from leadd.operations.errors import BadRequest, Conflict, NotFound, Unprocessable
@@ -90,7 +90,7 @@ async def show_lead(deps: OpsDeps, lead_id: uuid.UUID) -> LeadDetail:
 async def set_state(
     deps: OpsDeps, lead_id: uuid.UUID, *, state: str, reason: str, actor: str
 ) -> StateChange:
-    """An operator moves a lead forward (the lifecycle's rule: leads.can_transition)."""
+    """An operator moves a lead forward (the lifecycle's rule: lifecycle.can_transition)."""
     if state not in OPERATOR_STATES:
         raise BadRequest(
             "state", f"expected one of {', '.join(OPERATOR_STATES)}, got {state[:40]!r}"

@@ -152,7 +152,7 @@ SELECT channel, address, reason, created_at FROM gone;
 -- name: ops_report
 -- The funnel over the leads created in [$2, $3) (one location when $4 is set), in one
 -- statement so every number comes from one snapshot. GROUPING SETS give each location and the
--- total (grouped = 1) in one pass. $5 is the funnel's stage order: leads.STATES without 'lost',
+-- total (grouped = 1) in one pass. $5 is the funnel's stage order: lifecycle.STATES without 'lost',
 -- passed in so the lifecycle stays defined once.
 WITH cohort AS (
     SELECT l.id, l.location_id, l.source, l.state, l.created_at,

@@ -10,14 +10,9 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Any, Literal
 
-import asyncpg
-
-from leadd.db import Conn, Q
-from leadd.leads import STATES, TERMINAL, can_transition
+from leadd.lifecycle import STATES, TERMINAL, can_transition
+from leadd.store.core import StoreCore
 from leadd.store.models import (
     LeadCursor,
     LeadDetail,
@@ -45,36 +40,8 @@ CAUSE_RESUMED = "ops.resumed"
 MISSED_WHILE_PAUSED = "came due while the lead was paused"
 
 
-class OpsStore:
-    """A pool bound to one tenant, for the ops API and CLI."""
-
-    def __init__(self, pool: asyncpg.Pool, tenant_id: uuid.UUID) -> None:
-        self.pool = pool
-        self.tenant_id = tenant_id
-
-    # ------------------------------------------------------------------ plumbing
-
-    @asynccontextmanager
-    async def _tx(self, *, readonly: bool = False) -> AsyncIterator[Conn]:
-        # Reads that span statements see one snapshot (repeatable read).
-        isolation: Literal["repeatable_read", "read_committed"] = (
-            "repeatable_read" if readonly else "read_committed"
-        )
-        async with (
-            self.pool.acquire() as conn,
-            conn.transaction(isolation=isolation, readonly=readonly),
-        ):
-            yield conn
-
-    async def _fetch(self, name: str, *args: Any) -> list[asyncpg.Record]:
-        async with self.pool.acquire() as conn:
-            rows: list[asyncpg.Record] = await conn.fetch(Q[name], self.tenant_id, *args)
-            return rows
-
-    async def _fetchrow(self, name: str, *args: Any) -> asyncpg.Record | None:
-        async with self.pool.acquire() as conn:
-            row: asyncpg.Record | None = await conn.fetchrow(Q[name], self.tenant_id, *args)
-            return row
+class OpsStore(StoreCore):
+    """Reading and steering leads, for the ops API, the CLI and the inbox."""
 
     # ------------------------------------------------------------------ reading leads
 
@@ -109,15 +76,14 @@ class OpsStore:
 
     async def lead_detail(self, lead_id: uuid.UUID) -> LeadDetail | None:
         """The lead with its timeline: events, touch points, transcript, applying opt-outs."""
-        t = self.tenant_id
-        async with self._tx(readonly=True) as conn:
-            lead = await conn.fetchrow(Q["ops_lead"], t, lead_id)
+        async with self._tx(readonly=True) as tx:
+            lead = await tx.fetchrow("ops_lead", lead_id)
             if lead is None:
                 return None
-            events = await conn.fetch(Q["ops_lead_events"], t, lead_id)
-            touch_points = await conn.fetch(Q["ops_lead_touch_points"], t, lead_id)
-            messages = await conn.fetch(Q["ops_lead_messages"], t, lead_id)
-            opt_outs = await conn.fetch(Q["ops_lead_opt_outs"], t, lead["phone"], lead["email"])
+            events = await tx.fetch("ops_lead_events", lead_id)
+            touch_points = await tx.fetch("ops_lead_touch_points", lead_id)
+            messages = await tx.fetch("ops_lead_messages", lead_id)
+            opt_outs = await tx.fetch("ops_lead_opt_outs", lead["phone"], lead["email"])
         return LeadDetail.from_row(
             lead, events=events, touch_points=touch_points, messages=messages, opt_outs=opt_outs
         )
@@ -127,24 +93,22 @@ class OpsStore:
     async def set_state(
         self, lead_id: uuid.UUID, *, state: str, reason: str, actor: str
     ) -> StateChange | None:
-        """Move the lead to `state` if the lifecycle allows it (leads.can_transition), with a
+        """Move the lead to `state` if the lifecycle allows it (lifecycle.can_transition), with a
         timeline row naming the actor; a terminal state cancels its pending touch points.
         None: no such lead. `changed` False: forbidden from the current state."""
-        t = self.tenant_id
-        async with self._tx() as conn:
-            row = await conn.fetchrow(Q["ops_lock_lead"], t, lead_id)
+        async with self._tx() as tx:
+            row = await tx.fetchrow("ops_lock_lead", lead_id)
             if row is None:
                 return None
             current = row["state"]
             if not can_transition(current, state):
                 return StateChange(lead_id, current, state, changed=False)
-            await conn.execute(Q["set_lead_state"], t, lead_id, state)
-            await conn.execute(
-                Q["ops_insert_event"], t, lead_id, current, state, CAUSE_STATE,
+            await tx.execute("set_lead_state", lead_id, state)
+            await tx.execute("ops_insert_event", lead_id, current, state, CAUSE_STATE,
                 {"reason": reason}, actor,
             )  # fmt: skip
             if state in TERMINAL:
-                await conn.execute(Q["cancel_lead_touchpoints"], t, lead_id, f"lead {state}")
+                await tx.execute("cancel_lead_touchpoints", lead_id, f"lead {state}")
         return StateChange(lead_id, current, state, changed=True)
 
     async def pause(
@@ -152,18 +116,15 @@ class OpsStore:
     ) -> PauseChange | None:
         """Stop the lead's automated sequence (staff messages still go). A closed lead has no
         sequence to pause: returned unchanged, as is one already paused."""
-        t = self.tenant_id
-        async with self._tx() as conn:
-            row = await conn.fetchrow(Q["ops_lock_lead"], t, lead_id)
+        async with self._tx() as tx:
+            row = await tx.fetchrow("ops_lock_lead", lead_id)
             if row is None:
                 return None
             state = row["state"]
             if row["paused_at"] is not None or state in TERMINAL:
                 return PauseChange(lead_id, state, row["paused_at"], changed=False)
-            await conn.execute(Q["ops_set_paused"], t, lead_id, now)
-            await conn.execute(
-                Q["ops_insert_event"], t, lead_id, state, state, CAUSE_PAUSED, {}, actor
-            )
+            await tx.execute("ops_set_paused", lead_id, now)
+            await tx.execute("ops_insert_event", lead_id, state, state, CAUSE_PAUSED, {}, actor)
         return PauseChange(lead_id, state, now, changed=True)
 
     async def resume(
@@ -171,20 +132,18 @@ class OpsStore:
     ) -> PauseChange | None:
         """Restart the sequence from its next step that is not yet due; steps that came due
         while paused are skipped (sql: ops_skip_missed_steps says why)."""
-        t = self.tenant_id
-        async with self._tx() as conn:
-            row = await conn.fetchrow(Q["ops_lock_lead"], t, lead_id)
+        async with self._tx() as tx:
+            row = await tx.fetchrow("ops_lock_lead", lead_id)
             if row is None:
                 return None
             state, paused_at = row["state"], row["paused_at"]
             if paused_at is None:
                 return PauseChange(lead_id, state, None, changed=False)
-            skipped = await conn.fetch(
-                Q["ops_skip_missed_steps"], t, lead_id, paused_at, now, MISSED_WHILE_PAUSED
+            skipped = await tx.fetch(
+                "ops_skip_missed_steps", lead_id, paused_at, now, MISSED_WHILE_PAUSED
             )
-            await conn.execute(Q["ops_set_paused"], t, lead_id, None)
-            await conn.execute(
-                Q["ops_insert_event"], t, lead_id, state, state, CAUSE_RESUMED,
+            await tx.execute("ops_set_paused", lead_id, None)
+            await tx.execute("ops_insert_event", lead_id, state, state, CAUSE_RESUMED,
                 {"paused_at": paused_at.isoformat(), "skipped": len(skipped)}, actor,
             )  # fmt: skip
         return PauseChange(lead_id, state, None, changed=True, skipped=len(skipped))
@@ -195,18 +154,15 @@ class OpsStore:
         """Queue a person's SMS to the lead's phone, due now, unless the phone is opted out
         (or unknown). The send loop delivers it through the same gate as every send (the
         opt-out is checked again there); quiet hours and the daily cap do not hold it."""
-        t = self.tenant_id
-        async with self._tx() as conn:
-            row = await conn.fetchrow(Q["ops_lock_lead"], t, lead_id)
+        async with self._tx() as tx:
+            row = await tx.fetchrow("ops_lock_lead", lead_id)
             if row is None:
                 return None
             if row["phone"] is None:
                 return StaffMessage(lead_id, None, None, refused="no_phone")
             if row["sms_opted_out"]:
                 return StaffMessage(lead_id, None, None, refused="opted_out")
-            queued = await conn.fetchrow(
-                Q["ops_insert_staff_message"], t, lead_id, now, body, author
-            )
+            queued = await tx.fetchrow("ops_insert_staff_message", lead_id, now, body, author)
         assert queued is not None
         return StaffMessage(lead_id, queued["id"], queued["due_at"])
 

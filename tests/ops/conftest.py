@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from leadd.store import OpsStore
+from leadd.store import Store
 from tests.e2e.conftest import http, twilio  # noqa: F401 - the same fake provider fixtures
 from tests.ops.support import TENANT, add_tenant
 
@@ -20,5 +20,5 @@ async def conn(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
 
 
 @pytest.fixture
-def store(pool: asyncpg.Pool, conn: asyncpg.Connection) -> OpsStore:
-    return OpsStore(pool, TENANT)
+def store(pool: asyncpg.Pool, conn: asyncpg.Connection) -> Store:
+    return Store(pool, TENANT)

@@ -24,7 +24,7 @@ from leadd.daemon import Daemon
 from leadd.loops import touchpoints
 from leadd.operations import OpsDeps
 from leadd.outreach import Outreach
-from leadd.store import OpsStore
+from leadd.store import Store
 from leadd.web import create_app
 from tests.conftest import make_config
 from tests.e2e.outreach_support import PHONE, order_payload, outreach_config, post_order, sql
@@ -546,7 +546,7 @@ async def test_database_failure_is_a_503_json(
         broken = await asyncpg.create_pool(database_url, min_size=1, max_size=1)
         await broken.close()
         working = daemon.ops
-        daemon.ops = OpsDeps(working.config, OpsStore(broken, working.store.tenant_id))
+        daemon.ops = OpsDeps(working.config, Store(broken, working.store.tenant_id))
         try:
             call = Client(http, daemon)
             for method, path in [("GET", "/leads"), ("GET", f"/leads/{lead}"), ("GET", "/report"),

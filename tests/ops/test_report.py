@@ -23,7 +23,7 @@ import uuid
 import asyncpg
 import pytest
 
-from leadd.store import OpsStore
+from leadd.store import Store
 from leadd.store.models import FunnelStage, MessageCounts, Report
 from tests.ops.support import (
     OTHER_TENANT,
@@ -102,12 +102,12 @@ def funnel(*pairs: tuple[int, float | None]) -> tuple[FunnelStage, ...]:
     return tuple(FunnelStage(s, n, c) for s, (n, c) in zip(STAGES, pairs, strict=True))
 
 
-async def report(store: OpsStore, location: str | None = None) -> Report:
+async def report(store: Store, location: str | None = None) -> Report:
     return await store.report(since=T0, until=T0 + dt.timedelta(days=1), location=location)
 
 
 @pytest.mark.usefixtures("seeded")
-async def test_report_numbers_per_location_and_total(store: OpsStore) -> None:
+async def test_report_numbers_per_location_and_total(store: Store) -> None:
     r = await report(store)
     down, north = r.locations
     assert (down.location_id, north.location_id, r.total.location_id) == ("downtown", "north", None)
@@ -158,7 +158,7 @@ async def test_report_numbers_per_location_and_total(store: OpsStore) -> None:
 
 
 @pytest.mark.usefixtures("seeded")
-async def test_report_for_one_location(store: OpsStore) -> None:
+async def test_report_for_one_location(store: Store) -> None:
     r = await report(store, "north")
     [north] = r.locations
     assert r.location_id == "north" and north.location_id == "north"
@@ -167,7 +167,7 @@ async def test_report_for_one_location(store: OpsStore) -> None:
     assert r.total.speed_to_lead_p50 == 60.0
 
 
-async def test_empty_window_is_all_zero(store: OpsStore, conn: asyncpg.Connection) -> None:
+async def test_empty_window_is_all_zero(store: Store, conn: asyncpg.Connection) -> None:
     r = await report(store)
     assert r.locations == ()
     assert r.total.leads == 0 and r.total.reply_rate is None

@@ -1,4 +1,4 @@
-"""OpsStore against a real PostgreSQL, no daemon: list filters, pagination under inserts,
+"""Store against a real PostgreSQL, no daemon: list filters, pagination under inserts,
 state changes with their actor, pause/resume against the real claim query, staff messages,
 opt-outs and the lead detail."""
 
@@ -11,8 +11,8 @@ import uuid
 import asyncpg
 import pytest
 
-from leadd import db as dbmod
-from leadd.store import OpsStore
+from leadd.store import Store
+from leadd.store import core as dbmod
 from leadd.store.models import LeadSearch
 from tests.ops.support import (
     OTHER_TENANT,
@@ -28,7 +28,7 @@ from tests.ops.support import (
 )
 
 
-async def ids(store: OpsStore, **filters: object) -> list[uuid.UUID]:
+async def ids(store: Store, **filters: object) -> list[uuid.UUID]:
     page = await store.list_leads(**filters, limit=200)  # type: ignore[arg-type]
     return [lead.id for lead in page.leads]
 
@@ -36,7 +36,7 @@ async def ids(store: OpsStore, **filters: object) -> list[uuid.UUID]:
 # --------------------------------------------------------------------------- the list
 
 
-async def test_every_filter_and_the_tenant(store: OpsStore, conn: asyncpg.Connection) -> None:
+async def test_every_filter_and_the_tenant(store: Store, conn: asyncpg.Connection) -> None:
     """Each filter alone selects exactly the leads built to match it; another tenant's lead,
     identical in every other way, never shows."""
     a = await add_lead(conn, created_at=at(0), first_name="Jamie", email="jamie.r@example.com")
@@ -71,9 +71,7 @@ async def test_every_filter_and_the_tenant(store: OpsStore, conn: asyncpg.Connec
     assert await ids(store, state="engaged", location="downtown") == []
 
 
-async def test_pagination_is_stable_under_inserts(
-    store: OpsStore, conn: asyncpg.Connection
-) -> None:
+async def test_pagination_is_stable_under_inserts(store: Store, conn: asyncpg.Connection) -> None:
     """Newer leads inserted between pages (and one sharing the last row's created_at) neither
     repeat nor hide a lead of the listing begun before them."""
     same_time = at(0)
@@ -95,7 +93,7 @@ async def test_pagination_is_stable_under_inserts(
     assert (await store.list_leads(limit=1)).leads[0].id == inserted[-1]
 
 
-async def test_last_page_has_no_cursor(store: OpsStore, conn: asyncpg.Connection) -> None:
+async def test_last_page_has_no_cursor(store: Store, conn: asyncpg.Connection) -> None:
     for i in range(4):
         await add_lead(conn, created_at=at(i))
     first = await store.list_leads(limit=2)
@@ -109,7 +107,7 @@ async def test_last_page_has_no_cursor(store: OpsStore, conn: asyncpg.Connection
 
 
 async def test_set_state_writes_the_event_with_its_actor(
-    store: OpsStore, conn: asyncpg.Connection
+    store: Store, conn: asyncpg.Connection
 ) -> None:
     lead = await add_lead(conn, path=("contacted",))
     change = await store.set_state(lead, state="qualified", reason="wants brakes", actor="ops-bot")
@@ -122,9 +120,7 @@ async def test_set_state_writes_the_event_with_its_actor(
     assert event["detail"] == {"reason": "wants brakes"}
 
 
-async def test_forbidden_transition_changes_nothing(
-    store: OpsStore, conn: asyncpg.Connection
-) -> None:
+async def test_forbidden_transition_changes_nothing(store: Store, conn: asyncpg.Connection) -> None:
     lead = await add_lead(conn, path=("contacted", "appointment_set"))
     before = await rows(conn, "SELECT * FROM lead_events WHERE lead_id = $1", lead)
     change = await store.set_state(lead, state="qualified", reason="r", actor="x")
@@ -136,7 +132,7 @@ async def test_forbidden_transition_changes_nothing(
 
 
 async def test_two_operators_closing_one_lead_at_once_one_wins(
-    store: OpsStore, conn: asyncpg.Connection
+    store: Store, conn: asyncpg.Connection
 ) -> None:
     """completed and lost for the same lead at the same moment: the lead row lock orders them,
     so the second sees a closed lead and changes nothing."""
@@ -156,7 +152,7 @@ async def test_two_operators_closing_one_lead_at_once_one_wins(
 
 
 async def test_closing_a_lead_cancels_its_pending_touch_points(
-    store: OpsStore, conn: asyncpg.Connection
+    store: Store, conn: asyncpg.Connection
 ) -> None:
     lead = await add_lead(conn)
     sent = await add_touch_point(conn, lead, state="sent", sent_at=at(0))
@@ -167,7 +163,7 @@ async def test_closing_a_lead_cancels_its_pending_touch_points(
 
 
 async def test_another_tenants_lead_cannot_be_touched(
-    store: OpsStore, conn: asyncpg.Connection
+    store: Store, conn: asyncpg.Connection
 ) -> None:
     await add_tenant(conn, OTHER_TENANT)
     theirs = await add_lead(conn, tenant=OTHER_TENANT)
@@ -184,13 +180,13 @@ async def test_another_tenants_lead_cannot_be_touched(
 
 async def claim(pool: asyncpg.Pool) -> list[int]:
     """The send loop's own claim query (queries.sql claim_touchpoints)."""
-    database = dbmod.Database(pool, TENANT)
+    database = dbmod.StoreCore(pool, TENANT)
     claimed = await database.fetch("claim_touchpoints", "test", 60, 50)
     return sorted(r["id"] for r in claimed)
 
 
 async def test_pause_holds_the_sequence_and_resume_skips_what_came_due(
-    store: OpsStore, conn: asyncpg.Connection, pool: asyncpg.Pool
+    store: Store, conn: asyncpg.Connection, pool: asyncpg.Pool
 ) -> None:
     """Paused: the claim query leaves the lead's due steps alone (a staff message still goes).
     Resumed: steps that came due while paused are skipped, a step due later keeps its time."""
@@ -230,7 +226,7 @@ async def test_pause_holds_the_sequence_and_resume_skips_what_came_due(
     assert (await store.resume(lead, actor="ops", now=now)).changed is False  # type: ignore[union-attr]
 
 
-async def test_a_closed_lead_is_not_paused(store: OpsStore, conn: asyncpg.Connection) -> None:
+async def test_a_closed_lead_is_not_paused(store: Store, conn: asyncpg.Connection) -> None:
     lead = await add_lead(conn, path=("lost",))
     change = await store.pause(lead, actor="x", now=at(0))
     assert change is not None and not change.changed and change.state == "lost"
@@ -241,7 +237,7 @@ async def test_a_closed_lead_is_not_paused(store: OpsStore, conn: asyncpg.Connec
 
 
 async def test_staff_message_to_an_opted_out_phone_is_refused(
-    store: OpsStore, conn: asyncpg.Connection
+    store: Store, conn: asyncpg.Connection
 ) -> None:
     lead = await add_lead(conn, phone="+13125550123")
     await opt_out(conn, "sms", "+13125550123")
@@ -256,7 +252,7 @@ async def test_staff_message_to_an_opted_out_phone_is_refused(
 
 
 async def test_staff_messages_sent_together_each_get_a_row(
-    store: OpsStore, conn: asyncpg.Connection
+    store: Store, conn: asyncpg.Connection
 ) -> None:
     """Two people replying to one lead at the same moment: both messages are queued (the lead
     row lock orders them), with the body and author each wrote."""
@@ -281,7 +277,7 @@ async def test_staff_messages_sent_together_each_get_a_row(
 
 
 async def test_opt_out_pages_and_lifting_an_email_opt_out(
-    store: OpsStore, conn: asyncpg.Connection
+    store: Store, conn: asyncpg.Connection
 ) -> None:
     for i in range(5):
         await opt_out(conn, "email", f"person{i}@example.com", created_at=at(i))
@@ -308,9 +304,7 @@ async def test_opt_out_pages_and_lifting_an_email_opt_out(
 # --------------------------------------------------------------------------- detail
 
 
-async def test_lead_detail_has_the_whole_timeline(
-    store: OpsStore, conn: asyncpg.Connection
-) -> None:
+async def test_lead_detail_has_the_whole_timeline(store: Store, conn: asyncpg.Connection) -> None:
     lead = await add_lead(conn, path=("contacted", "engaged"), email="jamie@example.com")
     await add_touch_point(conn, lead, state="sent", sent_at=at(0.1), provider_id="SMreal")
     await add_touch_point(
@@ -344,5 +338,5 @@ async def test_lead_detail_has_the_whole_timeline(
 
 
 @pytest.mark.parametrize("lead_id", [uuid.uuid4(), uuid.UUID(int=0)])
-async def test_unknown_lead_has_no_detail(store: OpsStore, lead_id: uuid.UUID) -> None:
+async def test_unknown_lead_has_no_detail(store: Store, lead_id: uuid.UUID) -> None:
     assert await store.lead_detail(lead_id) is None
