@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
-from leadd import compliance, leads, lifecycle, metrics, phones, sequences, templates
+from leadd import compliance, lifecycle, metrics, phones, sequences, templates
 from leadd.backoff import Backoff
 from leadd.config import Config, Location, SequenceStep
 from leadd.db import Q
