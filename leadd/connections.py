@@ -55,13 +55,15 @@ _REFUSED = (
 Handler = Callable[[web.Request], Any]
 
 
-class BodyCut(TimeoutError):
+class BodyCut(Exception):
     """Raised by reads of a request body that leadd stopped receiving: it did not arrive within
-    body_timeout, or the request was refused before its body was read.
+    body_timeout, the connection made room for another, or the request was refused before its
+    body was read.
 
-    A TimeoutError because aiohttp, which reads and discards an unread body after the answer
-    so the client sees it ("lingering close"), stops doing that at once on a timeout; the
-    connection then closes.
+    Deliberately neither a TimeoutError nor an OSError: handlers map those to a database
+    failure (503). aiohttp, which reads and discards an unread body after the answer so the
+    client sees it ("lingering close"), gets it too and closes the connection; ServerLog keeps
+    that out of the error log.
     """
 
 
@@ -338,8 +340,8 @@ def descriptor_cap(configured: int, reserve: int) -> int:
 
 
 class ServerLog(logging.LoggerAdapter):  # type: ignore[type-arg]
-    """aiohttp's server log, except that a request aiohttp cannot parse is the client's error:
-    a warning without a traceback, not an ERROR."""
+    """aiohttp's server log, except that a request aiohttp cannot parse is the client's error
+    (a warning without a traceback, not an ERROR), and a body we cut is no error at all."""
 
     def __init__(self) -> None:
         super().__init__(logging.getLogger("aiohttp.server"), {})
@@ -347,5 +349,7 @@ class ServerLog(logging.LoggerAdapter):  # type: ignore[type-arg]
     def exception(self, msg: Any, *args: Any, exc_info: Any = True, **kwargs: Any) -> None:
         if isinstance(exc_info, HttpProcessingError):
             log.warning("http.bad_request", status=exc_info.code, reason=exc_info.message)
+            return
+        if isinstance(exc_info, BodyCut):  # aiohttp's lingering read after our 408/413/415
             return
         super().exception(msg, *args, exc_info=exc_info, **kwargs)

@@ -12,6 +12,7 @@ close the pool, stop the embedded server.
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import signal
 import socket
@@ -31,7 +32,9 @@ from leadd.config import Config
 from leadd.config import warnings as config_warnings
 from leadd.embedded import EmbeddedPostgres
 from leadd.logs import get_logger
+from leadd.operations import OpsDeps
 from leadd.sdnotify import Notifier
+from leadd.store import Store
 from leadd.supervisor import Supervisor
 
 log = get_logger(__name__)
@@ -47,6 +50,7 @@ class Daemon:
         self.supervisor = Supervisor(self.shutdown)
         self.notifier = Notifier(env)
         self.db: dbmod.Database | None = None
+        self.ops: OpsDeps | None = None  # the ops API's use cases, once the database is ready
         self.db_problem: str | None = "connecting"
         self.db_ready = asyncio.Event()
         self.http_ready = asyncio.Event()
@@ -55,6 +59,7 @@ class Daemon:
         self.session: aiohttp.ClientSession | None = None
         self.wake_touchpoints = asyncio.Event()  # set when a lead arrives: send at once
         self.provider_problems: dict[str, str] = {}
+        self.fatal: str | None = None  # why start-up cannot go on (e.g. the port is taken)
         self._signals = 0
         self._build_services()
 
@@ -87,7 +92,13 @@ class Daemon:
         try:
             guard = app[GUARD]
             site = GuardedSite(runner, self.config.http.host, self.config.http.port, guard)
-            await site.start()
+            try:
+                await site.start()
+            except OSError as exc:
+                # A start-up condition, not a crash: one line saying what to change, no trace.
+                self.fatal = _listen_error(self.config.http.host, self.config.http.port, exc)
+                self.shutdown.set()
+                return
             self.http_port = site.port
             log.info(
                 "http.listening",
@@ -186,6 +197,8 @@ class Daemon:
                     await pool.close()
                     raise
                 self.db, self.db_problem = database, None
+                store = Store(pool, self.config.tenant.id)
+                self.ops = OpsDeps(self.config, store, wake=self.wake_touchpoints.set)
                 metrics.POOL.source = database.pool_stats
                 self.db_ready.set()
                 log.info("database.ready", embedded=self.config.database.url is None)
@@ -222,6 +235,7 @@ class Daemon:
                 loop.add_signal_handler(sig, self._on_signal, sig)
         self.session = aiohttp.ClientSession()
         self._build_clients()
+        metrics.start(self.config, self.shopmonkey)
         log.info(
             "leadd.starting",
             tenant=self.config.tenant.name,
@@ -259,8 +273,10 @@ class Daemon:
             if install_signals:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     loop.remove_signal_handler(sig)
-        if self.supervisor.fatal is not None:
-            log.error("leadd.stopped", status="fatal", error=str(self.supervisor.fatal))
+        if self.fatal is None and self.supervisor.fatal is not None:
+            self.fatal = str(self.supervisor.fatal)
+        if self.fatal is not None:
+            log.error("leadd.stopped", status="fatal", error=self.fatal)
             return 1
         log.info("leadd.stopped", status="ok")
         return 0
@@ -303,6 +319,16 @@ class Daemon:
             metrics.POOL.source = None
         if self.embedded is not None:
             await self.embedded.stop()
+
+
+def _listen_error(host: str, port: int, exc: OSError) -> str:
+    reason = {
+        errno.EADDRINUSE: "the port is in use (another leadd, or another program): stop it "
+        "or set http.port",
+        errno.EACCES: "permission denied (ports below 1024 need root): set http.port",
+        errno.EADDRNOTAVAIL: "no such address on this machine: set http.host",
+    }.get(exc.errno or 0, exc.strerror or str(exc))
+    return f"cannot listen on {host}:{port}: {reason}"
 
 
 async def _first(*aws: Any) -> None:

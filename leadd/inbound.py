@@ -20,8 +20,9 @@ from leadd.db import Q
 from leadd.logs import get_logger
 from leadd.providers import sendgrid as sg
 from leadd.providers import twilio as tw
+from leadd.store import DB_ERRORS
 from leadd.web import DAEMON, json_error
-from leadd.webhooks import _DB_ERRORS, decode_json
+from leadd.webhooks import decode_json
 
 log = get_logger(__name__)
 
@@ -110,7 +111,7 @@ def _field(
     return value
 
 
-def _store_failed(provider: str, exc: Exception) -> web.Response:
+def _store_failed(provider: str, exc: BaseException) -> web.Response:
     """A database error: 503, so the provider retries (as the Shopmonkey webhook answers)."""
     log.error("webhook.store_failed", provider=provider, error=f"{type(exc).__name__}: {exc}")
     return json_error(503, "could not store the event; retry later")
@@ -177,7 +178,7 @@ async def twilio_sms(request: web.Request) -> web.StreamResponse:
                 await conn.execute(
                     Q["cancel_lead_touchpoints"], tenant, lead_id, "customer replied"
                 )
-    except _DB_ERRORS as exc:
+    except DB_ERRORS as exc:
         return _store_failed("twilio", exc)
     log.info("sms.inbound", phone=phone, keyword=keyword, lead_id=str(lead_id) if lead_id else None)
     if keyword == "help":
@@ -193,7 +194,8 @@ def _help_text(daemon: Any) -> str:
     contact = f" or call {loc.phone}" if loc.phone else ""
     return (
         f"{cfg.tenant.name}: service updates about your estimate request. "
-        f"Up to 3 msgs/day. Msg&data rates may apply. Reply STOP to opt out, HELP for help{contact}."
+        f"Up to {cfg.compliance.max_sms_per_day} msgs/day. Msg&data rates may apply. "
+        f"Reply STOP to opt out, HELP for help{contact}."
     )
 
 
@@ -215,14 +217,17 @@ async def twilio_status(request: web.Request) -> web.StreamResponse:
     if error == "21610" and not 0 < len(to) <= MAX_ADDRESS:
         return json_error(400, "To is not a valid value")
     try:
-        await db.execute("upsert_message_status", sid, status, STATUS_RANK[status], error)
+        metrics.count_sms_status(
+            status,
+            await db.execute("upsert_message_status", sid, status, STATUS_RANK[status], error),
+        )
         if error == "21610":
             async with db.transaction() as conn:
                 await conn.execute(Q["opt_out"], db.tenant_id, "sms", to, "twilio_21610")
                 await conn.execute(
                     Q["cancel_for_address"], db.tenant_id, "sms", to, "opted out (21610)"
                 )
-    except _DB_ERRORS as exc:
+    except DB_ERRORS as exc:
         return _store_failed("twilio", exc)
     return web.Response(status=204)
 
@@ -267,17 +272,21 @@ async def sendgrid_events(request: web.Request) -> web.StreamResponse:
     parsed = [_email_event(e) for e in events]
     valid = [e for e in parsed if e is not None]
     skipped = len(parsed) - len(valid)
-    new = 0
+    stored: list[str] = []  # the kinds of the events new to us
     try:
         async with db.transaction() as conn:
             for e in valid:
                 try:
                     async with conn.transaction():  # a savepoint: only this event is undone
-                        new += await _store_email_event(conn, db.tenant_id, e)
+                        if await _store_email_event(conn, db.tenant_id, e):
+                            stored.append(e.kind)
                 except _BAD_VALUE:
                     skipped += 1
-    except _DB_ERRORS as exc:
+    except DB_ERRORS as exc:
         return _store_failed("sendgrid", exc)
+    for kind in stored:  # counted once committed
+        metrics.count_email_event(kind)
+    new = len(stored)
     if skipped:
         metrics.WEBHOOKS_REJECTED.labels("sendgrid", "invalid_event").inc(skipped)
         log.warning("sendgrid.events_skipped", skipped=skipped, received=len(events))
@@ -322,8 +331,8 @@ def _email_event(e: Any) -> _EmailEvent | None:
     )
 
 
-async def _store_email_event(conn: Any, tenant: uuid.UUID, e: _EmailEvent) -> int:
-    """1 when the event is new, 0 for a redelivery; a stop event opts the address out."""
+async def _store_email_event(conn: Any, tenant: uuid.UUID, e: _EmailEvent) -> bool:
+    """True when the event is new, False for a redelivery; a stop event opts the address out."""
     inserted = await conn.fetchval(
         Q["insert_email_event"],
         tenant,
@@ -336,12 +345,12 @@ async def _store_email_event(conn: Any, tenant: uuid.UUID, e: _EmailEvent) -> in
         e.payload,
     )
     if inserted is None:
-        return 0  # duplicate delivery of an event we have
+        return False  # duplicate delivery of an event we have
     if e.kind in EMAIL_STOP_EVENTS and e.email:
         address = e.email.strip()
         await conn.execute(Q["opt_out"], tenant, "email", address, e.kind)
         await conn.execute(Q["cancel_for_address"], tenant, "email", address, f"e-mail {e.kind}")
-    return 1
+    return True
 
 
 async def unsubscribe_page(request: web.Request) -> web.Response:
@@ -376,7 +385,7 @@ async def unsubscribe(request: web.Request) -> web.Response:
                 await conn.execute(
                     Q["cancel_for_address"], db.tenant_id, "email", lead["email"], "unsubscribed"
                 )
-    except _DB_ERRORS as exc:
+    except DB_ERRORS as exc:
         return _store_failed("unsubscribe", exc)
     log.info("email.unsubscribed", lead_id=str(lead["id"]))
     return web.Response(

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
-from leadd import compliance, leads, metrics, phones, sequences, templates
+from leadd import compliance, lifecycle, metrics, phones, sequences, templates
 from leadd.backoff import Backoff
 from leadd.config import Config, Location, SequenceStep
 from leadd.db import Q
@@ -35,6 +35,8 @@ log = get_logger(__name__)
 
 AMBIGUOUS_CODES = frozenset({"timeout", "connection"})
 FIRST_ACK_GRACE = dt.timedelta(minutes=15)
+# What _record needs to know of a staff message (ops API, issue 9): an SMS, no template.
+STAFF_STEP = SequenceStep(name="staff", channel="sms", delay=0.0, after="created", template="")
 
 
 @dataclass(frozen=True)
@@ -78,13 +80,15 @@ class Outreach:
     async def process(self, row: asyncpg.Record) -> str:
         """Handle one claimed touch point; returns the outcome (for counts and tests)."""
         cfg = self.cfg
+        if row["kind"] == "staff":  # ops API (issue 9): a person's message, see _deliver_staff
+            return await self._deliver_staff(row)
         step = sequences.step_of(cfg, row["sequence"], row["step_index"])
         location = cfg.location(row["location_id"]) or cfg.locations[0]
         if step is None:
             return await self._finish(row, "skipped", "step no longer in the sequence config")
         if row["attached_to"] is not None:
             return await self._finish(row, "cancelled", "lead attached to another open lead")
-        if row["lead_state"] in leads.TERMINAL:
+        if row["lead_state"] in lifecycle.TERMINAL:
             return await self._finish(row, "cancelled", f"lead {row['lead_state']}")
         if step.only_in_states and row["lead_state"] not in step.only_in_states:
             return await self._finish(row, "skipped", f"lead is {row['lead_state']}")
@@ -172,6 +176,35 @@ class Outreach:
             )
         return await self._record(row, step, address, body, result)
 
+    # --- ops API staff messages (issue 9); to merge into the send gate -----------------------
+
+    async def _deliver_staff(self, row: asyncpg.Record) -> str:
+        """A message a person wrote (touch_points.kind = 'staff'): sent as written, at any hour
+        and past the daily cap, which govern automated messages, not a person's reply; never
+        to an opted-out phone (send_gate checks it, as for every send)."""
+        limit = self.cfg.touchpoints.max_attempts
+        if row["attempts"] > limit:
+            return await self._finish(row, "failed", f"gave up after {limit} attempts")
+        address = row["phone"]
+        if not address:
+            return await self._finish(row, "failed", "no phone for this lead")
+        location = self.cfg.location(row["location_id"]) or self.cfg.locations[0]
+        sender, body = location.sms_from or location.phone or "", row["body"]
+        async with self._phone_lock(address):
+            gate = await self.db.fetchrow("send_gate", "sms", address, row["id"], sender, body)
+            assert gate is not None
+            if gate["opted_out"]:
+                return await self._finish(row, "cancelled", "sms opted out")
+            result = await self.daemon.twilio.send_sms(
+                to=address,
+                from_=sender,
+                body=body,
+                status_callback=f"{self.cfg.http.public_url}/webhooks/twilio/status",
+            )
+            return await self._record(row, STAFF_STEP, address, body, result)
+
+    # --- end of staff messages ------------------------------------------------------------
+
     def _defer_until(
         self,
         row: asyncpg.Record,
@@ -195,8 +228,8 @@ class Outreach:
                 and now - row["lead_created_at"] <= FIRST_ACK_GRACE
             )
             if not (first_ack and cfg.compliance.first_touch_immediate):
-                tz = phones.timezone_of(address, location.timezone)
-                allowed = self.rules.quiet.next_allowed(now, tz, phones.us_state_of(address))
+                places = phones.places_of(address, location.timezone)
+                allowed = self.rules.quiet.next_allowed(now, places)
                 if allowed > now:
                     candidates.append(allowed)
             cap = cfg.compliance.max_sms_per_day
@@ -264,10 +297,7 @@ class Outreach:
 
     async def _finish(self, row: asyncpg.Record, state: str, reason: str) -> str:
         await self.db.execute("finish_touchpoint", row["id"], state, reason)
-        if state != "cancelled":
-            metrics.MESSAGES.labels(
-                row["channel"], "skipped" if state == "skipped" else "failed"
-            ).inc()
+        metrics.count_unsent(row["channel"], state)
         log.info(
             "touchpoint.finished",
             touch_point_id=row["id"],
@@ -283,7 +313,7 @@ class Outreach:
         db = self.db
         provider = "twilio" if step.channel == "sms" else "sendgrid"
         outcome: str = result.outcome
-        metrics.PROVIDER_LATENCY.labels(provider).observe(result.latency)
+        metrics.observe_provider(provider, result)
         if result.outcome == "sent":
             return await self._record_sent(row, step, provider, address, body, result)
         async with db.transaction() as conn:
@@ -367,7 +397,7 @@ class Outreach:
                         address,
                         f"undeliverable number ({result.error_code})",
                     )
-        metrics.MESSAGES.labels(step.channel, outcome).inc()
+        metrics.count_send(step.channel, outcome)
         return outcome
 
     async def _record_sent(
@@ -406,7 +436,7 @@ class Outreach:
                 to_state="contacted",
                 cause=f"{step.channel}.sent",
             )
-        metrics.MESSAGES.labels(step.channel, "dry_run" if result.dry_run else "sent").inc()
+        metrics.count_send(step.channel, "dry_run" if result.dry_run else "sent")
         if first:
             metrics.SPEED_TO_LEAD.observe((_now() - row["lead_created_at"]).total_seconds())
         return "sent"
@@ -451,6 +481,7 @@ class Outreach:
                     "reconciled",
                 )
                 log.info("reconcile.found", touch_point_id=row["id"], sid=sid)
+                metrics.count_send("sms", "sent")
                 return "reconciled"
         # Not found (SMS), or e-mail/dry-run (no lookup API): send again. E-mail is at-least-once.
         await db.execute(

@@ -76,8 +76,8 @@ async def run_once(
             counts["reconcile:" + await engine.reconcile(row)] += 1
     await _send_due(daemon, engine, counts)
     if full:
-        due = await db.fetchrow("count_due_touchpoints")
-        metrics.TOUCHPOINTS_DUE.set(due["n"] if due else 0)
+        due = await db.fetchrow("count_due_touchpoints", metrics.OVERDUE_AFTER)
+        metrics.set_touchpoints_due(due)
     if counts:
         log.info("touchpoints.cycle", **dict(counts))
     return counts

@@ -206,12 +206,16 @@ WITH claimed AS (
     UPDATE touch_points tp
     SET state = 'sending', claimed_by = $2, claimed_at = now(),
         lease_until = now() + make_interval(secs => $3), attempts = tp.attempts + 1,
-        recipient = NULL, sender = NULL, body = NULL, updated_at = now()
+        -- a staff message (ops, 0006) keeps the text its author wrote
+        recipient = NULL, sender = NULL,
+        body = CASE WHEN tp.kind = 'staff' THEN tp.body END, updated_at = now()
     WHERE tp.id IN (
         SELECT t.id FROM touch_points t
         JOIN leads l ON l.tenant_id = t.tenant_id AND l.id = t.lead_id
         WHERE t.tenant_id = $1 AND t.state = 'scheduled' AND t.due_at <= now()
           AND l.enrichment_status <> 'pending'
+          -- a paused lead's automated steps wait; a person's message does not (ops, 0006)
+          AND (l.paused_at IS NULL OR t.kind = 'staff')
         ORDER BY t.due_at, t.id
         LIMIT $4
         FOR UPDATE OF t SKIP LOCKED
@@ -312,8 +316,11 @@ WITH attempt AS (
     INSERT INTO lead_events (tenant_id, lead_id, from_state, to_state, cause, detail)
     SELECT $1, id, 'new', 'contacted', $12, $13 FROM moved
 ), transcript AS (
-    INSERT INTO chat_messages (tenant_id, lead_id, session_id, direction, channel, address, body, provider_id)
-    SELECT $1, $3, cs.id, 'outbound', $4, $10, $11, $6
+    INSERT INTO chat_messages (tenant_id, lead_id, session_id, direction, channel, address, body,
+                               provider_id, author)
+    SELECT $1, $3, cs.id, 'outbound', $4, $10, $11, $6,
+           -- who wrote it, for a staff message (ops, 0006); NULL for an automated step
+           (SELECT author FROM touch_points WHERE tenant_id = $1 AND id = $2)
     FROM (SELECT 1) one LEFT JOIN chat_sessions cs ON cs.tenant_id = $1 AND cs.lead_id = $3
     ON CONFLICT (tenant_id, provider_id) WHERE provider_id IS NOT NULL DO NOTHING
 )
@@ -373,4 +380,9 @@ ON CONFLICT (tenant_id, sg_event_id) DO NOTHING
 RETURNING sg_event_id;
 
 -- name: count_due_touchpoints
-SELECT count(*) AS n FROM touch_points WHERE tenant_id = $1 AND state = 'scheduled' AND due_at <= now();
+-- The due and overdue gauges. Overdue: still scheduled $2 seconds after its due time. Waiting
+-- for quiet hours, a cap or a retry moves due_at forward, so only a loop that is behind (or a
+-- lead stuck before enrichment) makes a row overdue.
+SELECT count(*) AS n,
+       count(*) FILTER (WHERE due_at <= now() - make_interval(secs => $2)) AS overdue
+FROM touch_points WHERE tenant_id = $1 AND state = 'scheduled' AND due_at <= now();

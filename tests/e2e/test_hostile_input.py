@@ -259,6 +259,55 @@ UNSUBSCRIBE: dict[str, Builder] = {
     }.items()
 }
 
+# ----------------------------------------------------------------------------- ops API
+
+API_TOKEN = "ops-token-0123456789abcdef"
+LEAD = "/api/v1/leads/00000000-0000-4000-8000-000000000001"
+
+
+def api(
+    method: str,
+    path: str,
+    body: bytes = b"",
+    *,
+    content_type: str = "application/json",
+    token: str | bytes = API_TOKEN,
+) -> Builder:
+    auth = b"Bearer " + (token if isinstance(token, bytes) else token.encode())
+    headers: list[tuple[str, str | bytes]] = [("Authorization", auth)]
+    if body:
+        headers.append(("Content-Type", content_type))
+    return lambda ctx: request_bytes(method, path, headers=headers, body=body)
+
+
+OPS_API: dict[str, Builder] = {
+    "limit-5000-digits": api("GET", "/api/v1/leads?limit=" + "9" * 5000),
+    "limit-superscript": api("GET", "/api/v1/leads?limit=%C2%B2"),
+    "since-garbage": api("GET", "/api/v1/leads?since=%00&until=%FF"),
+    "cursor-garbage": api("GET", "/api/v1/leads?cursor=" + "%FF" * 100),
+    "q-nul": api("GET", "/api/v1/leads?q=%00"),
+    "state-bogus": api("GET", "/api/v1/leads?state=" + "x" * 5000),
+    "lead-id-nul": api("GET", "/api/v1/leads/%00"),
+    "lead-id-not-uuid": api("GET", "/api/v1/leads/" + "9" * 5000),
+    "state-nul-reason": api(
+        "POST", LEAD + "/state", json.dumps({"state": "lost", "reason": "x\u0000"}).encode()
+    ),
+    "state-nested": api("POST", LEAD + "/state", b"[" * 100_000 + b"]" * 100_000),
+    "state-nan": api("POST", LEAD + "/state", b'{"state": NaN}'),
+    "state-charset-bogus": api(
+        "POST", LEAD + "/state", b"{}", content_type="application/json; charset=bogus"
+    ),
+    "message-surrogate": api("POST", LEAD + "/messages", b'{"channel": "sms", "body": "\\ud800"}'),
+    "message-huge": api(
+        "POST", LEAD + "/messages", json.dumps({"channel": "sms", "body": "x" * 900_000}).encode()
+    ),
+    "opt-out-nul": api("DELETE", "/api/v1/opt-outs/sms/%00"),
+    "opt-out-huge": api("DELETE", "/api/v1/opt-outs/email/" + "a" * 5000 + "%40example.com"),
+    "report-garbage": api("GET", "/api/v1/report?since=" + "9" * 5000),
+    "token-invalid-utf8": api("GET", "/api/v1/leads", token=b"\xff\xfe"),
+    "token-wrong": api("GET", "/api/v1/leads", token="nope"),
+}
+
 # ----------------------------------------------------------------------------- the rest
 
 OTHER: dict[str, Builder] = {
@@ -291,6 +340,7 @@ ROUTES: dict[str, dict[str, Builder]] = {
     "twilio-status": TWILIO_STATUS,
     "sendgrid-events": SENDGRID,
     "unsubscribe": UNSUBSCRIBE,
+    "ops-api": OPS_API,
     "other": OTHER,
 }
 
@@ -317,6 +367,7 @@ async def test_hostile_requests_are_4xx_and_change_nothing(
             fake_sg,
             sendgrid_key=public_b64,
             touchpoints={"interval": "1h"},
+            api={"tokens": [{"name": "ops", "token": API_TOKEN, "role": "write"}]},
         )
         ctx = Ctx(twilio_token=cfg.twilio.auth_token, sg_key=key)
         with caplog.at_level(logging.WARNING):

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from leadd import db as dbmod
+from leadd.store import core as dbmod
 from tests.conftest import make_config
 
 OTHER_TENANT = "0b5e7a36-7f4c-4c1e-9a55-5f0d3c2b0002"
@@ -86,7 +86,7 @@ async def test_a_failing_migration_rolls_back_entirely(
     assert exists is False
 
 
-async def counts(database: dbmod.Database) -> dict[str, int]:
+async def counts(database: dbmod.StoreCore) -> dict[str, int]:
     return {t: await database.count(t) for t in ("locations", "location_hours", "service_catalog")}
 
 
@@ -99,7 +99,7 @@ async def test_sync_config_upserts_idempotently_and_scopes_by_tenant(
         loc, id="north", name="North", hours={0: ((480, 720), (780, 1080)), 5: ((540, 780),)}
     )
     cfg = dataclasses.replace(cfg, locations=(loc, split))
-    acme = dbmod.Database(pool, cfg.tenant.id)
+    acme = dbmod.StoreCore(pool, cfg.tenant.id)
 
     await acme.sync_config(cfg)
     first = await counts(acme)
@@ -113,7 +113,7 @@ async def test_sync_config_upserts_idempotently_and_scopes_by_tenant(
         tenant=dataclasses.replace(cfg.tenant, id=uuid.UUID(OTHER_TENANT), name="Other Garage"),
         locations=(dataclasses.replace(loc, name="Other Downtown", services=()),),
     )
-    other = dbmod.Database(pool, other_cfg.tenant.id)
+    other = dbmod.StoreCore(pool, other_cfg.tenant.id)
     await other.sync_config(other_cfg)
     assert await counts(other) == {"locations": 1, "location_hours": 6, "service_catalog": 0}
     assert await counts(acme) == first  # same location id, different tenant: untouched

@@ -123,14 +123,31 @@ async def test_a_client_that_never_finishes_its_headers_is_disconnected(
     assert "Traceback" not in proc.log()
 
 
+API_TOKEN = "ops-token-0123456789abcdef"
+TRICKLED = {
+    "shopmonkey-webhook": (ORDER, []),
+    # The ops API maps TimeoutError and OSError from its handlers to a database 503: a cut
+    # body must still be a 408.
+    "ops-api": (
+        "/api/v1/leads/00000000-0000-4000-8000-000000000001/state",
+        [("Authorization", f"Bearer {API_TOKEN}")],
+    ),
+}
+
+
+@pytest.mark.parametrize("route", list(TRICKLED))
 async def test_a_trickled_body_is_cut_with_408(
-    database_url: str, tmp_path: Path, daemons: list[DaemonProcess]
+    route: str, database_url: str, tmp_path: Path, daemons: list[DaemonProcess]
 ) -> None:
     """Headers on time, then a byte at a time for ever: after body_timeout the handler's read
     fails, the client gets a 408 with a JSON reason and the connection closes; nothing is
     stored and the daemon logs no error."""
-    proc = await start(database_url, tmp_path, daemons, body_timeout="1s")
-    head = request_bytes("POST", ORDER, headers=[("Content-Type", "application/json")], body=b"")
+    api = {"api": {"tokens": [{"name": "ops", "token": API_TOKEN, "role": "write"}]}}
+    proc = await start(database_url, tmp_path, daemons, sections=api, body_timeout="1s")
+    path, auth = TRICKLED[route]
+    head = request_bytes(
+        "POST", path, headers=[("Content-Type", "application/json"), *auth], body=b""
+    )
     head = head.replace(b"Content-Length: 0", b"Content-Length: 100000")
     async with connections(proc.port) as opened:
         reader, writer = await connect(proc.port, opened, head)

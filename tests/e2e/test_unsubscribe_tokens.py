@@ -7,7 +7,7 @@ import uuid
 
 import asyncpg
 
-from leadd import db as dbmod
+from leadd.store import core as dbmod
 from tests.conftest import TENANT_ID
 
 
@@ -46,7 +46,7 @@ async def test_existing_sessions_get_distinct_strong_unsubscribe_tokens(
 
         for n in range(50):
             await add_session(n)
-        assert await dbmod.migrate(conn) == [4]
+        assert (await dbmod.migrate(conn))[0] == 4  # and any later ones
         await add_session(50)
 
         rows = await conn.fetch("SELECT token, unsubscribe_token FROM chat_sessions")

@@ -117,4 +117,7 @@ def create_app(daemon: Daemon) -> web.Application:
     from leadd import webhooks  # the provider endpoints live in their own module
 
     webhooks.setup_routes(app)
+    from leadd import api  # the ops API (issue 9): off without api.tokens
+
+    api.setup_routes(app, daemon.config, lambda: daemon.ops)
     return app
