@@ -144,4 +144,5 @@ def test_unit_settings_match_leadd(unit: str) -> None:
         + example.database.pool_max
     )
     assert d["LimitNOFILE"] == ["65536"]
+    assert "MALLOC_MMAP_THRESHOLD_=131072" in d["Environment"]  # bodies go back to the system
     assert int(d["LimitNOFILE"][0]) >= 10 * needed
