@@ -235,7 +235,11 @@ class Daemon:
                 loop.add_signal_handler(sig, self._on_signal, sig)
         self.session = aiohttp.ClientSession()
         self._build_clients()
-        metrics.start(self.config, self.shopmonkey)
+        metrics.start(
+            touchpoints_interval=self.config.touchpoints.interval,
+            poll_interval=self.config.shopmonkey.poll_interval if self.shopmonkey.enabled else None,
+            shopmonkey_auth_failed=lambda: self.shopmonkey.last_auth_error is not None,
+        )
         log.info(
             "leadd.starting",
             tenant=self.config.tenant.name,

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import suppress
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from prometheus_client import (
     CollectorRegistry,
@@ -34,9 +34,21 @@ from leadd import __version__
 if TYPE_CHECKING:
     from asyncpg import Record
 
-    from leadd.config import Config
-    from leadd.providers.result import SendResult
-    from leadd.providers.shopmonkey import ShopmonkeyClient
+
+class SendOutcome(Protocol):
+    """What metrics read of a provider's send result (plumbing knows no provider types)."""
+
+    @property
+    def dry_run(self) -> bool: ...
+    @property
+    def latency(self) -> float: ...
+    @property
+    def http_status(self) -> int | None: ...
+    @property
+    def error_code(self) -> str | None: ...
+    @property
+    def outcome(self) -> str: ...
+
 
 # A touch point still `scheduled` this long after its due time is overdue: the send loop is
 # not keeping up, or the lead is stuck waiting for enrichment. Quiet hours, caps and retries
@@ -236,18 +248,22 @@ for _provider in PROVIDERS:
 # ---------------------------------------------------------------- one-line call sites
 
 
-def start(config: Config, shopmonkey: ShopmonkeyClient) -> None:
-    """At daemon start: the loop periods alerts compare against, fresh provider state."""
-    LOOP_INTERVAL.labels("touchpoints").set(config.touchpoints.interval)
-    if shopmonkey.enabled:
-        LOOP_INTERVAL.labels("poll").set(config.shopmonkey.poll_interval)
+def start(
+    *,
+    touchpoints_interval: float,
+    poll_interval: float | None,
+    shopmonkey_auth_failed: Callable[[], bool],
+) -> None:
+    """At daemon start: the loop periods alerts compare against (no poll interval: polling
+    is off), fresh provider state."""
+    LOOP_INTERVAL.labels("touchpoints").set(touchpoints_interval)
+    if poll_interval is not None:
+        LOOP_INTERVAL.labels("poll").set(poll_interval)
     else:  # no polling: nothing for a staleness alert to watch
         with suppress(KeyError):  # older prometheus_client raise it for a missing child
             LOOP_INTERVAL.remove("poll")
     # The Shopmonkey client knows whether its last call was refused; read it at scrape time.
-    PROVIDER_AUTH_FAILED.labels("shopmonkey").set_function(
-        lambda: float(shopmonkey.last_auth_error is not None)
-    )
+    PROVIDER_AUTH_FAILED.labels("shopmonkey").set_function(lambda: float(shopmonkey_auth_failed()))
     for provider in ("twilio", "sendgrid"):
         PROVIDER_AUTH_FAILED.labels(provider).set(0)
 
@@ -265,7 +281,7 @@ def count_unsent(channel: str, state: str) -> None:
         MESSAGES.labels(channel, outcome).inc()
 
 
-def observe_provider(provider: str, result: SendResult) -> None:
+def observe_provider(provider: str, result: SendOutcome) -> None:
     """Latency of one send call, and whether the provider accepts our credentials."""
     if result.dry_run:
         return  # no call was made
