@@ -3,12 +3,14 @@ send headers and most of a ~1 MiB body to the Shopmonkey webhook, then stop send
 
     .venv/bin/python bench/stalled_uploads.py [--clients 400] [--body-bytes 1000000]
                                               [--database-url URL] [--unlimited]
+                                              [--glibc-default]
 
 leadd runs as a subprocess against real PostgreSQL (default $LEADD_TEST_DATABASE_URL, else
 postgresql://postgres@127.0.0.1:5432/test) on a fresh scratch database, with the HTTP limits
 of config.example.yaml (header_timeout 30s, body_timeout 30s, max_connections 256) unless
 `--unlimited`, which sets a cap and timeouts no client reaches: the behaviour before the limits
-(issue 7, defect 5). Each client sends `body-bytes - 1000` bytes and stalls; the bench records
+(issue 7, defect 5). Like the systemd units, it runs leadd with MALLOC_MMAP_THRESHOLD_=131072
+unless `--glibc-default`. Each client sends `body-bytes - 1000` bytes and stalls; the bench records
 what each got back (503 refused at the cap, 408 cut at body_timeout, nothing), samples VmRSS
 from /proc/<pid>/status every 0.25 s, times /healthz on a fresh connection during the stall,
 and reads RSS again 5 s after every client is answered (with `--unlimited`: after the bench
@@ -176,6 +178,9 @@ def main() -> None:
         ),
     )
     parser.add_argument("--unlimited", action="store_true", help="limits no client reaches")
+    parser.add_argument(
+        "--glibc-default", action="store_true", help="without the units' MALLOC_MMAP_THRESHOLD_"
+    )
     args = parser.parse_args()
 
     name = f"leadd_bench_stall_{uuid.uuid4().hex[:8]}"
@@ -202,13 +207,15 @@ def main() -> None:
         ],
     }
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+    malloc = {} if args.glibc_default else {"MALLOC_MMAP_THRESHOLD_": "131072"}
+    inherited = {k: v for k, v in os.environ.items() if k != "MALLOC_MMAP_THRESHOLD_"}
     with (workdir / "leadd.log").open("wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "leadd", "run", "--config", str(workdir / "config.yaml")],
             cwd=workdir,
             stdout=log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            env={**inherited, "PYTHONPATH": str(ROOT), **malloc},
         )
     try:
         wait_ready(f"http://127.0.0.1:{port}/readyz", proc)
@@ -220,6 +227,7 @@ def main() -> None:
         proc.wait(30)
         asyncio.run(admin(args.database_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     mode = "no limits (before)" if args.unlimited else "defaults"
+    mode += ", glibc default" if args.glibc_default else ", MALLOC_MMAP_THRESHOLD_=131072"
     print(
         "| limits | clients | RSS before | peak | 5 s after | /healthz during the stall | outcomes |"
     )

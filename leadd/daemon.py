@@ -75,8 +75,8 @@ class Daemon:
             self.supervisor.add("watchdog", self._watchdog)
 
     async def _serve_http(self) -> None:
-        from leadd.connections import GuardedSite, ServerLog
         from leadd.web import GUARD, create_app
+        from leadd.web.connections import GuardedSite, ServerLog
 
         app = create_app(self)
         runner = web.AppRunner(

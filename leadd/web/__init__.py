@@ -14,8 +14,8 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from leadd import __version__, metrics
-from leadd.connections import ConnectionGuard
 from leadd.logs import get_logger
+from leadd.web.connections import ConnectionGuard
 
 if TYPE_CHECKING:
     from leadd.daemon import Daemon

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from leadd import config as configmod
-from leadd import connections
+from leadd.web import connections
 from tests.conftest import ROOT
 
 UNITS = ROOT / "packaging" / "systemd"
