@@ -49,6 +49,10 @@ THROTTLE_CODES = frozenset({20429, 21611})
 # 20003: authentication failed. Permanent until an operator fixes the credentials.
 AUTH_CODES = frozenset({20003})
 
+# The longest pause one answer may impose (Retry-After on a 429 or 5xx). Twilio's own 429s ask
+# for seconds; a larger value (a proxy, a misconfiguration: 86400 was seen) would otherwise
+# hold every lead's first SMS from this sender, and park the throttled send, for that long.
+MAX_RETRY_AFTER = 60.0
 # Without a Retry-After, a throttled sender pauses for an exponential delay in the number of
 # consecutive throttles it has seen, so a sustained 429 storm does not hammer Twilio.
 _THROTTLE_BACKOFF = Backoff(base=1.0, cap=30.0, jitter=0.2)
@@ -81,7 +85,8 @@ class TwilioClient:
 
     Twilio queues per sender at its MPS and fails anything queued longer than 10 hours, so
     we keep each `From` at `messages_per_second` ourselves: one RateLimiter per sender, and a
-    429 pauses that sender's limiter so all its in-flight coroutines back off together.
+    429 pauses that sender's limiter (at most MAX_RETRY_AFTER) so all its in-flight
+    coroutines back off together.
     """
 
     def __init__(
@@ -131,7 +136,7 @@ class TwilioClient:
         """The RateLimiter for one sender number, created on first use."""
         lim = self._limiters.get(from_)
         if lim is None:
-            lim = self._limiters[from_] = RateLimiter(self._mps)
+            lim = self._limiters[from_] = RateLimiter(self._mps, max_pause=MAX_RETRY_AFTER)
         return lim
 
     async def send_sms(
@@ -272,6 +277,8 @@ class TwilioClient:
         code, message = parse_error(status, text)
         code_int = int(code) if code and code.isdigit() else None
         retry_after = parse_retry_after(headers.get("Retry-After"), time.time())
+        if retry_after is not None:
+            retry_after = min(retry_after, MAX_RETRY_AFTER)
 
         if code_int in OPT_OUT_CODES:
             return SendResult("failed", None, status, code, message, None, latency, opted_out=True)
@@ -498,6 +505,7 @@ def _transport_failure(code: str, message: str, started: float) -> SendResult:
 __all__ = [
     "AUTH_CODES",
     "INVALID_RECIPIENT_CODES",
+    "MAX_RETRY_AFTER",
     "OPT_OUT_CODES",
     "SIGNATURE_HEADER",
     "THROTTLE_CODES",

@@ -195,6 +195,23 @@ async def test_429_is_retry_with_retry_after_and_pauses_only_that_sender(
     assert fake.messages[1]["received_at"] - fake.messages[0]["received_at"] >= 0.2
 
 
+@pytest.mark.parametrize("header", ["86400", "Wed, 21 Oct 2099 07:28:00 GMT"])
+async def test_retry_after_is_capped_so_one_answer_cannot_park_a_sender(
+    fake: FakeTwilio, session: aiohttp.ClientSession, header: str
+) -> None:
+    """Defect 7: `Retry-After: 86400` (or a date far ahead) must not park the sender, and so
+    every other lead's first SMS, for a day: the pause and the caller's delay are capped."""
+    client = make_client(session, fake.url, messages_per_second=100.0)
+    fake.respond_next(
+        status=429,
+        body=json.dumps({"code": 20429, "message": "Too Many Requests", "status": 429}),
+        headers={"Retry-After": header},
+    )
+    throttled = await send(client)
+    assert throttled.outcome == "retry" and throttled.retry_after == 60.0
+    assert 59.0 < client.limiter(FROM).paused_for() <= 60.0
+
+
 async def test_20429_in_body_without_429_status_is_retry(
     fake: FakeTwilio, session: aiohttp.ClientSession
 ) -> None:
