@@ -66,7 +66,8 @@ POLL_CYCLES = Counter(
 )
 MESSAGES = Counter(
     "leadd_messages_total",
-    "Outbound message attempts by channel and outcome (sent, retry, failed, dry_run, skipped).",
+    "Outbound message attempts by channel and outcome (sent, retry, failed, dry_run, skipped,"
+    " unknown: a send in doubt that could not be confirmed with the provider; not resent).",
     ["channel", "outcome"],
     registry=REGISTRY,
 )
@@ -85,6 +86,24 @@ SPEED_TO_LEAD = Histogram(
 )
 TOUCHPOINTS_DUE = Gauge(
     "leadd_touchpoints_due", "Touch points due and not yet claimed.", registry=REGISTRY
+)
+TOUCHPOINTS_UNCONFIRMED = Gauge(
+    "leadd_touchpoints_unconfirmed",
+    "Touch points in state unknown: maybe sent, could not be confirmed, never resent.",
+    registry=REGISTRY,
+)
+RECONCILE_LOOKUPS = Counter(
+    "leadd_reconcile_lookups_total",
+    "Provider lookups of sends left in doubt, by result (found, not_found, error).",
+    ["result"],
+    registry=REGISTRY,
+)
+LEASES_LOST = Counter(
+    "leadd_touchpoint_leases_lost_total",
+    "Touch point changes not made because the row was no longer ours (lease taken over, or"
+    " cancelled by an opt-out), by stage (send, reconcile).",
+    ["stage"],
+    registry=REGISTRY,
 )
 
 
@@ -106,7 +125,9 @@ POOL = PoolCollector()
 REGISTRY.register(POOL)
 
 for _channel in ("sms", "email"):
-    for _outcome in ("sent", "retry", "failed", "dry_run", "skipped"):
+    for _outcome in ("sent", "retry", "failed", "dry_run", "skipped", "unknown"):
         MESSAGES.labels(_channel, _outcome)
 for _status in ("ok", "error", "skipped"):
     POLL_CYCLES.labels(_status)
+for _result in ("found", "not_found", "error"):
+    RECONCILE_LOOKUPS.labels(_result)

@@ -6,7 +6,9 @@ its own (hiding 429s we want to see), and we need only three calls. Wire facts (
 codes, the signature algorithm) are in docs/reference messaging.md §1-§6.
 
 `send_sms` never raises for provider or network trouble: it classifies the outcome into a
-`SendResult` so the caller decides about retries in one place. `find_sent` is the opposite:
+`SendResult` so the caller decides about retries in one place. It waits for the sender's
+rate-limit slot first, then asks the caller's gate (opt-out, quiet hours...), then posts at
+once, so nothing the caller checked can change during a wait. `find_sent` is the opposite:
 reconciliation must never guess, so it raises `TwilioError` whenever it cannot be sure.
 """
 
@@ -27,7 +29,7 @@ import aiohttp
 
 from leadd.backoff import Backoff
 from leadd.logs import get_logger
-from leadd.providers.result import SendResult, dry_run_result, parse_retry_after
+from leadd.providers.result import Gate, SendResult, dry_run_result, parse_retry_after
 from leadd.ratelimit import RateLimiter
 
 log = get_logger(__name__)
@@ -140,20 +142,33 @@ class TwilioClient:
         return lim
 
     async def send_sms(
-        self, *, to: str, from_: str, body: str, status_callback: str | None
-    ) -> SendResult:
+        self,
+        *,
+        to: str,
+        from_: str,
+        body: str,
+        status_callback: str | None,
+        gate: Gate | None = None,
+    ) -> SendResult | None:
         """Create one outbound Message. Never raises for HTTP or network failures.
+
+        Waits for the sender's slot, then awaits `gate()` and posts right after it: None
+        (nothing sent) when the gate says no. The slot is taken first so that whatever the
+        gate decides (a STOP, quiet hours, the cap) is decided after the wait, not before.
 
         A "retry" after a 5xx or a timeout may still have been accepted by Twilio (Messages
         create has no idempotency key): the caller should `find_sent` before resending.
         """
         if self.dry_run:
+            if gate is not None and not await gate():
+                return None
             result = dry_run_result()
             log.info("twilio.sms.dry_run", to=to, from_=from_, sid=result.provider_id)
             return result
 
-        limiter = self.limiter(from_)
-        await limiter.acquire()
+        await self.limiter(from_).acquire()
+        if gate is not None and not await gate():
+            return None
         form = [("To", to), ("From", from_), ("Body", body)]
         if status_callback is not None:
             form.append(("StatusCallback", status_callback))
