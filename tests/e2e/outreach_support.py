@@ -16,6 +16,7 @@ import pytest
 from twilio.request_validator import RequestValidator
 
 from leadd.config import Config
+from leadd.providers import sendgrid as sendgrid_module
 from leadd.providers import twilio as twilio_module
 from leadd.providers.shopmonkey import sign_webhook
 from leadd.ratelimit import RateLimiter
@@ -186,9 +187,10 @@ def inbound(body: str, sid: str, phone: str = PHONE) -> dict[str, str]:
 
 
 class LimiterHold:
-    """Holds every SMS at its sender's rate limiter, before the real token bucket, until the
-    test lets it go: "a send waiting for its slot" without timing. Installed for the whole
-    test (every limiter the Twilio client creates); holds only while `armed`."""
+    """Holds every send at its client's rate limiter (each Twilio sender's, SendGrid's),
+    before the real token bucket, until the test lets it go: "a send waiting for its slot"
+    without timing. Installed for the whole test, before the daemon builds its clients;
+    holds only while `armed`."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.armed = False
@@ -204,6 +206,7 @@ class LimiterHold:
                 await super().acquire()
 
         monkeypatch.setattr(twilio_module, "RateLimiter", HeldLimiter)
+        monkeypatch.setattr(sendgrid_module, "RateLimiter", HeldLimiter)
 
     async def _enter(self) -> None:
         async with self._changed:

@@ -33,6 +33,7 @@ from tests.e2e.outreach_support import (
     touch_points,
     twilio_post,
 )
+from tests.fakes.sendgrid import FakeSendGrid
 from tests.fakes.twilio import FakeTwilio
 from tests.helpers import base_url, running_daemon, wait_for
 
@@ -196,6 +197,45 @@ async def test_a_stop_during_the_provider_call_leaves_that_send_recorded_as_sent
     ack, later = await touch_points(database_url, lead_id)
     assert ack["provider_id"] == message["sid"]
     assert (later["state"], later["last_error"]) == ("cancelled", "opted out (STOP)")
+
+
+async def test_an_unsubscribe_while_an_email_waits_for_its_slot_is_never_sent(
+    database_url: str,
+    twilio: FakeTwilio,
+    sendgrid: FakeSendGrid,
+    http: aiohttp.ClientSession,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The same gate for e-mail: the one-click unsubscribe commits while the e-mail waits at
+    SendGrid's rate limiter; it is cancelled, not sent."""
+    hold = LimiterHold(monkeypatch)
+    hold.armed = True
+    email_only = {
+        "default": [
+            {
+                "name": "mail",
+                "channel": "email",
+                "delay": "0s",
+                "after": "created",
+                "subject": "Hi",
+                "template": "Hello {{ customer.first_name }}",
+            }
+        ]
+    }
+    cfg = outreach_config(
+        database_url, twilio, sendgrid, sequences=email_only, touchpoints={"interval": "1h"}
+    )
+    async with running_daemon(cfg) as daemon:
+        await post_order(http, base_url(daemon), order_payload(email="jamie@example.com"))
+        await hold.until_waiting(1)
+        [session] = await sql(database_url, "SELECT token FROM chat_sessions")
+        async with http.post(f"{base_url(daemon)}/unsubscribe/{session['token']}") as r:
+            assert r.status == 200
+        hold.release(1)
+        await wait_for(lambda: settled(database_url, 1))
+    assert sendgrid.mails == []
+    [row] = await touch_points(database_url)
+    assert (row["state"], row["last_error"]) == ("cancelled", "unsubscribed")
 
 
 # --------------------------------------------------------------------------- after the wait
