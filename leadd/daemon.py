@@ -25,7 +25,6 @@ import aiohttp
 import asyncpg
 from aiohttp import web
 
-from leadd import db as dbmod
 from leadd import metrics
 from leadd.backoff import Backoff
 from leadd.config import Config
@@ -33,8 +32,10 @@ from leadd.config import warnings as config_warnings
 from leadd.embedded import EmbeddedPostgres
 from leadd.logs import get_logger
 from leadd.operations import OpsDeps
+from leadd.runtime import ProviderHealth, Runtime
 from leadd.sdnotify import Notifier
 from leadd.store import Store
+from leadd.store import core as dbmod
 from leadd.supervisor import Supervisor
 
 log = get_logger(__name__)
@@ -49,7 +50,8 @@ class Daemon:
         self.shutdown = asyncio.Event()
         self.supervisor = Supervisor(self.shutdown)
         self.notifier = Notifier(env)
-        self.db: dbmod.Database | None = None
+        self.db: Store | None = None
+        self.runtime: Runtime | None = None  # what services need, once the database is ready
         self.ops: OpsDeps | None = None  # the ops API's use cases, once the database is ready
         self.db_problem: str | None = "connecting"
         self.db_ready = asyncio.Event()
@@ -58,7 +60,8 @@ class Daemon:
         self.embedded: EmbeddedPostgres | None = None
         self.session: aiohttp.ClientSession | None = None
         self.wake_touchpoints = asyncio.Event()  # set when a lead arrives: send at once
-        self.provider_problems: dict[str, str] = {}
+        self.health = ProviderHealth()
+        self.provider_problems = self.health.problems
         self.fatal: str | None = None  # why start-up cannot go on (e.g. the port is taken)
         self._signals = 0
         self._build_services()
@@ -160,7 +163,7 @@ class Daemon:
         problems.update(self.provider_problems)
         return problems
 
-    async def wait_db(self) -> dbmod.Database | None:
+    async def wait_db(self) -> Store | None:
         """For loops: wait until the database is ready; None when shutting down first."""
         waiter = asyncio.create_task(self.db_ready.wait())
         stopper = asyncio.create_task(self.shutdown.wait())
@@ -191,14 +194,23 @@ class Daemon:
                 try:
                     async with pool.acquire() as conn:
                         await dbmod.migrate(conn)
-                    database = dbmod.Database(pool, self.config.tenant.id)
+                    database = Store(pool, self.config.tenant.id)
                     await database.sync_config(self.config)
                 except BaseException:
                     await pool.close()
                     raise
                 self.db, self.db_problem = database, None
-                store = Store(pool, self.config.tenant.id)
-                self.ops = OpsDeps(self.config, store, wake=self.wake_touchpoints.set)
+                self.runtime = Runtime(
+                    config=self.config,
+                    store=database,
+                    shopmonkey=self.shopmonkey,
+                    twilio=self.twilio,
+                    sendgrid=self.sendgrid,
+                    instance_id=self.instance_id,
+                    wake=self.wake_touchpoints.set,
+                    health=self.health,
+                )
+                self.ops = OpsDeps(self.config, database, wake=self.wake_touchpoints.set)
                 metrics.POOL.source = database.pool_stats
                 self.db_ready.set()
                 log.info("database.ready", embedded=self.config.database.url is None)

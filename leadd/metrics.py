@@ -71,10 +71,16 @@ CHANNELS = ("sms", "email")
 # it, then could not send it: Twilio `failed`, SendGrid `dropped`) or bounced (e-mail).
 # So: delivery rate = delivered / accepted; provider failure ratio =
 # (rejected + failed + undelivered + bounced) / (accepted + rejected), each message once.
-SEND_OUTCOMES = ("accepted", "dry_run", "rejected", "unsendable", "skipped", "retry")
+SEND_OUTCOMES = ("accepted", "dry_run", "rejected", "unsendable", "skipped", "retry", "unknown")
 DELIVERY_OUTCOMES = ("delivered", "undelivered", "failed", "bounced")
 # SendResult.outcome (or dry_run), as counted above.
-_SEND_OUTCOME = {"sent": "accepted", "dry_run": "dry_run", "retry": "retry", "failed": "rejected"}
+_SEND_OUTCOME = {
+    "sent": "accepted",
+    "dry_run": "dry_run",
+    "retry": "retry",
+    "failed": "rejected",
+    "unknown": "unknown",
+}
 # A touch point that ended without a send call: its state, as counted above.
 _UNSENT_OUTCOME = {"skipped": "skipped", "failed": "unsendable"}
 # Twilio MessageStatus -> delivery outcome (the rest are steps on the way: queued, sent, ...).
@@ -182,7 +188,8 @@ MESSAGES = Counter(
     "leadd_messages_total",
     "Outbound messages by channel and outcome: at send accepted, dry_run, rejected, "
     "unsendable, skipped or retry; later delivered, undelivered, failed or bounced "
-    "(provider callbacks).",
+    "(provider callbacks); unknown: a send in doubt that could not be confirmed with the "
+    "provider (never resent).",
     ["channel", "outcome"],
     registry=REGISTRY,
 )
@@ -214,6 +221,24 @@ TOUCHPOINTS_DUE = Gauge(
 TOUCHPOINTS_OVERDUE = Gauge(
     "leadd_touchpoints_overdue",
     f"Touch points still scheduled more than {OVERDUE_AFTER:g} s after they were due.",
+    registry=REGISTRY,
+)
+TOUCHPOINTS_UNCONFIRMED = Gauge(
+    "leadd_touchpoints_unconfirmed",
+    "Touch points in state unknown: maybe sent, could not be confirmed, never resent.",
+    registry=REGISTRY,
+)
+RECONCILE_LOOKUPS = Counter(
+    "leadd_reconcile_lookups_total",
+    "Provider lookups of sends left in doubt, by result (found, not_found, error).",
+    ["result"],
+    registry=REGISTRY,
+)
+LEASES_LOST = Counter(
+    "leadd_touchpoint_leases_lost_total",
+    "Touch point changes not made because the row was no longer ours (lease taken over, or"
+    " cancelled by an opt-out), by stage (send, reconcile).",
+    ["stage"],
     registry=REGISTRY,
 )
 
@@ -309,6 +334,11 @@ def count_email_event(kind: str) -> None:
 
 
 def set_touchpoints_due(counts: Record | Mapping[str, int] | None) -> None:
-    """The `count_due_touchpoints` row: n (due now) and overdue."""
+    """The `count_due_touchpoints` row: n (due now), overdue and unconfirmed."""
     TOUCHPOINTS_DUE.set(counts["n"] if counts else 0)
     TOUCHPOINTS_OVERDUE.set(counts["overdue"] if counts else 0)
+    TOUCHPOINTS_UNCONFIRMED.set(counts["unconfirmed"] if counts else 0)
+
+
+for _result in ("found", "not_found", "error"):
+    RECONCILE_LOOKUPS.labels(_result)

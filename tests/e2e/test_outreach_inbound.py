@@ -16,15 +16,21 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from sendgrid.helpers.eventwebhook import EventWebhook
-from twilio.request_validator import RequestValidator
 
 from leadd.loops import touchpoints
-from tests.e2e.outreach_support import PHONE, order_payload, outreach_config, post_order, sql
+from tests.e2e.outreach_support import (
+    PHONE,
+    inbound,
+    order_payload,
+    outreach_config,
+    post_order,
+    sql,
+    twilio_post,
+)
 from tests.fakes.sendgrid import FakeSendGrid
 from tests.fakes.twilio import FakeTwilio
 from tests.helpers import base_url, running_daemon, wait_for
 
-PUBLIC = "https://leads.example.com"
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
 
 SEQUENCE = {
@@ -50,35 +56,6 @@ def sg_key() -> tuple[ec.EllipticCurvePrivateKey, str]:
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     return key, base64.b64encode(der).decode()
-
-
-async def twilio_post(
-    http: aiohttp.ClientSession,
-    daemon: Any,
-    path: str,
-    params: dict[str, str],
-    *,
-    token: str,
-    signed_url: str | None = None,
-) -> tuple[int, str]:
-    url = signed_url or PUBLIC + path
-    signature = RequestValidator(token).compute_signature(url, params)
-    async with http.post(
-        base_url(daemon) + path, data=params, headers={"X-Twilio-Signature": signature}
-    ) as r:
-        return r.status, await r.text()
-
-
-def inbound(body: str, sid: str, phone: str = PHONE) -> dict[str, str]:
-    return {
-        "MessageSid": sid,
-        "SmsSid": sid,
-        "AccountSid": "AC" + "0" * 32,
-        "From": phone,
-        "To": "+15125550199",
-        "Body": body,
-        "NumMedia": "0",
-    }
 
 
 async def states(url: str) -> list[str]:
