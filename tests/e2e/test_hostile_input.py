@@ -28,6 +28,7 @@ from leadd.daemon import Daemon
 from leadd.providers.shopmonkey import sign_webhook
 from tests.e2e.outreach_support import (
     PHONE,
+    PUBLIC,
     SECRET,
     order_payload,
     outreach_config,
@@ -39,7 +40,6 @@ from tests.fakes.sendgrid import FakeSendGrid
 from tests.fakes.twilio import FakeTwilio
 from tests.helpers import base_url, running_daemon, wait_for
 
-PUBLIC = "https://leads.example.com"
 JSON = ("Content-Type", "application/json")
 FORM = ("Content-Type", "application/x-www-form-urlencoded")
 TABLES = ("leads", "contact_optouts", "chat_messages", "message_status", "email_events")

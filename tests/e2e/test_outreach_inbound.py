@@ -20,6 +20,7 @@ from sendgrid.helpers.eventwebhook import EventWebhook
 from leadd.loops import touchpoints
 from tests.e2e.outreach_support import (
     PHONE,
+    PUBLIC,
     inbound,
     order_payload,
     outreach_config,
