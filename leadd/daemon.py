@@ -78,14 +78,23 @@ class Daemon:
             self.supervisor.add("watchdog", self._watchdog)
 
     async def _serve_http(self) -> None:
-        from leadd.web import create_app
+        from leadd.web import GUARD, create_app
+        from leadd.web.connections import GuardedSite, ServerLog
 
+        app = create_app(self)
         runner = web.AppRunner(
-            create_app(self), handle_signals=False, shutdown_timeout=self.config.shutdown_timeout
+            app,
+            handle_signals=False,
+            shutdown_timeout=self.config.shutdown_timeout,
+            # Providers never compress requests; a compressed body could expand far past
+            # max_body_bytes inside aiohttp's parser before any handler sees it.
+            auto_decompress=False,
+            logger=ServerLog(),
         )
         await runner.setup()
         try:
-            site = web.TCPSite(runner, self.config.http.host, self.config.http.port)
+            guard = app[GUARD]
+            site = GuardedSite(runner, self.config.http.host, self.config.http.port, guard)
             try:
                 await site.start()
             except OSError as exc:
@@ -93,10 +102,13 @@ class Daemon:
                 self.fatal = _listen_error(self.config.http.host, self.config.http.port, exc)
                 self.shutdown.set()
                 return
-            server = site._server
-            sockets = getattr(server, "sockets", None) or []
-            self.http_port = sockets[0].getsockname()[1] if sockets else self.config.http.port
-            log.info("http.listening", host=self.config.http.host, port=self.http_port)
+            self.http_port = site.port
+            log.info(
+                "http.listening",
+                host=self.config.http.host,
+                port=self.http_port,
+                max_connections=guard.max_connections,
+            )
             self.http_ready.set()
             await self.shutdown.wait()
             log.info("shutdown.phase", phase="http: stop accepting, finish in-flight requests")

@@ -157,6 +157,16 @@ WEBHOOKS_REJECTED = Counter(
     ["provider", "reason"],
     registry=REGISTRY,
 )
+HTTP_CONNECTIONS = Gauge(
+    "leadd_http_connections", "Client connections open to the HTTP server.", registry=REGISTRY
+)
+HTTP_CONNECTIONS_CLOSED = Counter(
+    "leadd_http_connections_closed_total",
+    "Client connections leadd closed on its own, by reason (header_timeout, idle, "
+    "body_timeout, evicted, refused).",
+    ["reason"],
+    registry=REGISTRY,
+)
 POLL_CYCLES = Counter(
     "leadd_poll_cycles_total", "Shopmonkey poll cycles by status.", ["status"], registry=REGISTRY
 )

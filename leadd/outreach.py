@@ -372,7 +372,7 @@ class Outreach:
         )
 
     def unsubscribe_url(self, row: asyncpg.Record) -> str | None:
-        token = row["chat_token"]
+        token = row["unsubscribe_token"]
         return f"{self.cfg.http.public_url}/unsubscribe/{token}" if token else None
 
     def _email_footer(self, body: str, location: Location, row: asyncpg.Record) -> str:

@@ -41,6 +41,13 @@ def parse_duration(value: Any) -> float:
     return float(m.group(1)) * _DURATION_UNITS[m.group(2)]
 
 
+def positive_duration(value: Any) -> float:
+    seconds = parse_duration(value)
+    if seconds <= 0:
+        raise ValueError
+    return seconds
+
+
 def format_duration(seconds: float) -> str:
     """The shortest exact spelling: 86400 -> "1d", 90 -> "90s", 0.25 -> "250ms"."""
     for unit in ("d", "h", "m", "s"):

@@ -49,6 +49,11 @@ class HttpConfig:
     port: int = setting(3000, convert.port, "a port number 0-65535")
     public_url: str = http_url("")  # default: http://{host}:{port}
     max_body_bytes: int = setting(1_048_576, convert.positive_int, "a positive number of bytes")
+    # Slow clients (connections.py): a connection's next request headers, from its opening or
+    # its previous answer; a request body, from the end of its headers; open connections.
+    header_timeout: float = setting(30.0, convert.positive_duration, "a duration above 0")
+    body_timeout: float = setting(30.0, convert.positive_duration, "a duration above 0")
+    max_connections: int = count(256)
 
     def __post_init__(self) -> None:
         if not self.public_url:  # the URL providers call back on, when nothing else is said

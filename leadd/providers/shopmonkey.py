@@ -50,7 +50,8 @@ MAX_RETRY_AFTER = 600.0
 WEBHOOK_TOLERANCE_SECONDS = 300
 LEGACY_SIGNATURE_HEADER = "X-Shopmonkey-Signature"
 _WHSEC_PREFIX = "whsec_"
-_TIMESTAMP = re.compile(r"[0-9]+")
+# Unix seconds; bounded so int() stays cheap (Python refuses over 4,300 digits: a 500).
+_TIMESTAMP = re.compile(r"[0-9]{1,12}")
 
 SleepFn = Callable[[float], Awaitable[Any]]
 

@@ -133,7 +133,7 @@ RETURNING *;
 
 -- name: save_enrichment
 -- What enrichment learned, in one statement with what must commit with it: the lead's chat
--- session (an unguessable token for chat and unsubscribe links; here rather than in
+-- session (an unguessable chat-link token, and by column default an unsubscribe one; here rather than in
 -- insert_lead to keep the webhook's transaction small) and, when $14, dedupe of people: the
 -- oldest open, unattached lead of the same phone or e-mail within the window ($13 s) becomes
 -- this lead's `attached_to`, and this lead's pending touch points are cancelled. Leaving
@@ -227,7 +227,7 @@ WITH claimed AS (
 )
 SELECT c.*, l.state AS lead_state, l.location_id, l.first_name, l.last_name, l.phone, l.email,
        l.vehicle, l.services, l.order_number, l.attached_to, l.created_at AS lead_created_at,
-       cs.token AS chat_token
+       cs.token AS chat_token, cs.unsubscribe_token
 FROM claimed c
 JOIN leads l ON l.tenant_id = c.tenant_id AND l.id = c.lead_id
 LEFT JOIN chat_sessions cs ON cs.tenant_id = c.tenant_id AND cs.lead_id = c.lead_id;
@@ -417,9 +417,10 @@ WHERE tenant_id = $1 AND phone = $2 AND attached_to IS NULL
 ORDER BY (state IN ('completed', 'lost')), created_at DESC
 LIMIT 1;
 
--- name: lead_by_chat_token
-SELECT l.id, l.email, l.phone FROM chat_sessions cs JOIN leads l ON l.tenant_id = cs.tenant_id AND l.id = cs.lead_id
-WHERE cs.tenant_id = $1 AND cs.token = $2;
+-- name: lead_by_unsubscribe_token
+-- The unsubscribe link's own token: the chat token (sent in SMS links) unsubscribes no one.
+SELECT l.id, l.email FROM chat_sessions cs JOIN leads l ON l.tenant_id = cs.tenant_id AND l.id = cs.lead_id
+WHERE cs.tenant_id = $1 AND cs.unsubscribe_token = $2;
 
 -- name: upsert_message_status
 -- Callbacks arrive late, twice or out of order: a status never moves backwards in rank.

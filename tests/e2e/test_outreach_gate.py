@@ -228,8 +228,9 @@ async def test_an_unsubscribe_while_an_email_waits_for_its_slot_is_never_sent(
     async with running_daemon(cfg) as daemon:
         await post_order(http, base_url(daemon), order_payload(email="jamie@example.com"))
         await hold.until_waiting(1)
-        [session] = await sql(database_url, "SELECT token FROM chat_sessions")
-        async with http.post(f"{base_url(daemon)}/unsubscribe/{session['token']}") as r:
+        [session] = await sql(database_url, "SELECT unsubscribe_token FROM chat_sessions")
+        link = f"{base_url(daemon)}/unsubscribe/{session['unsubscribe_token']}"
+        async with http.post(link) as r:
             assert r.status == 200
         hold.release(1)
         await wait_for(lambda: settled(database_url, 1))
