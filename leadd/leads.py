@@ -22,24 +22,15 @@ from leadd import db as dbmod
 from leadd import metrics, sequences
 from leadd.config import Config
 from leadd.db import Conn, Q
+from leadd.lifecycle import TERMINAL, can_transition
 from leadd.logs import get_logger
 
 log = get_logger(__name__)
 
-STATES = ("new", "contacted", "engaged", "qualified", "appointment_set", "completed", "lost")
-_RANK = {s: i for i, s in enumerate(STATES)}
-TERMINAL = frozenset({"completed", "lost"})
 OPERATIONS = ("INSERT", "UPDATE", "DELETE")
 MAX_DEPTH = 32
 MAX_ID_LENGTH = 128
 MAX_BIGINT = 2**63 - 1  # order_version is a PostgreSQL bigint
-
-
-def can_transition(current: str, target: str) -> bool:
-    """The one rule: forward only, never out of a terminal state; `lost` from any open state."""
-    if current in TERMINAL or current == target:
-        return False
-    return _RANK[target] > _RANK[current]
 
 
 def order_target_state(order: dict[str, Any], operation: str = "UPDATE") -> str | None:
@@ -321,6 +312,7 @@ async def _create(
         )
     if row is None:
         return None
+    metrics.LEADS_CREATED.labels(event.source, location.id).inc()
     log.info(
         "lead.created",
         lead_id=str(lead_id),

@@ -44,7 +44,9 @@ async def run(daemon: Daemon) -> None:
     interval = daemon.config.shopmonkey.poll_interval
     next_tick = time.monotonic()
     while not daemon.shutdown.is_set():
-        await run_once(daemon)
+        started = time.monotonic()
+        if await run_once(daemon) is not None:  # a cycle ran (not disabled, not a follower)
+            metrics.POLL_DURATION.observe(time.monotonic() - started)
         await prune_deliveries(daemon)
         daemon.supervisor.beat("poll")
         metrics.LOOP_LAST_RUN.labels("poll").set(time.time())
@@ -109,6 +111,7 @@ async def run_once(daemon: Daemon, now: dt.datetime | None = None) -> dict[str, 
         await db.execute("finish_job", job["id"], "ok", counts, None)
         daemon.provider_problems.pop("shopmonkey", None)
         metrics.POLL_CYCLES.labels("ok").inc()
+        metrics.POLL_LAST_SUCCESS.set_to_current_time()
         if counts["created"]:
             log.info("poll.cycle", **counts)
         return counts

@@ -55,7 +55,8 @@ LEGACY_SIGNATURE_HEADER = "X-Shopmonkey-Signature"
 # no change) and at worst re-runs an ingestion that was already done.
 LEGACY_REPLAY_MEMORY = 7 * 86400.0
 _WHSEC_PREFIX = "whsec_"
-_TIMESTAMP = re.compile(r"[0-9]+")
+# Unix seconds; bounded so int() stays cheap (Python refuses over 4,300 digits: a 500).
+_TIMESTAMP = re.compile(r"[0-9]{1,12}")
 _YEAR = re.compile(r"[0-9]{4}")
 MIN_MODEL_YEAR, MAX_MODEL_YEAR = 1886, 2100
 

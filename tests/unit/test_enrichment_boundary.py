@@ -17,7 +17,7 @@ from leadd.enrichment import clean_email, clean_text, customer_fields, priced_se
 from leadd.enrichment import vehicle_fields as vehicle
 from leadd.errors import describe_error
 
-CATALOG = (Service("Oil change", 49.99), Service("Brake inspection", 459.0))
+CATALOG = (Service(name="Oil change", price=49.99), Service(name="Brake inspection", price=459.0))
 
 # --------------------------------------------------------------------------- tables
 
