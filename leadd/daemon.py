@@ -30,6 +30,7 @@ from leadd.backoff import Backoff
 from leadd.config import Config
 from leadd.config import warnings as config_warnings
 from leadd.embedded import EmbeddedPostgres
+from leadd.errors import describe_error
 from leadd.logs import get_logger
 from leadd.operations import OpsDeps
 from leadd.runtime import ProviderHealth, Runtime
@@ -157,7 +158,8 @@ class Daemon:
                 asyncpg.InterfaceError,
                 asyncpg.InternalClientError,  # a pooled connection the server just cut
             ) as exc:
-                problems["database"] = f"unreachable: {type(exc).__name__}: {exc}"
+                log.warning("database.ping_failed", error=f"{type(exc).__name__}: {exc}")
+                problems["database"] = f"unreachable: {describe_error(exc)}"
         for name, text in self.supervisor.problems().items():
             problems[f"task:{name}"] = text
         problems.update(self.provider_problems)
@@ -220,7 +222,9 @@ class Daemon:
                 # become a crash loop. /readyz shows the reason while we retry with backoff.
                 delay = DB_RETRY.delay(attempt)
                 attempt += 1
-                self.db_problem = f"{type(exc).__name__}: {exc} (retrying in {delay:.0f}s)"
+                # Our own words for a schema problem; anything else may carry the URL or user.
+                what = str(exc) if isinstance(exc, dbmod.MigrationError) else describe_error(exc)
+                self.db_problem = f"{what}; retrying in {delay:.0f}s"
                 log.error(
                     "database.unavailable",
                     error=f"{type(exc).__name__}: {exc}",

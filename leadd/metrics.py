@@ -213,6 +213,24 @@ SPEED_TO_LEAD = Histogram(
     buckets=(0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 1800, 3600),
     registry=REGISTRY,
 )
+ENRICHMENT_FAILURES = Counter(
+    "leadd_enrichment_failures_total",
+    "Failed enrichment attempts of one lead, by reason (provider, database, data, internal).",
+    ["reason"],
+    registry=REGISTRY,
+)
+ENRICHMENT_GIVEN_UP = Counter(
+    "leadd_enrichment_given_up_total",
+    "Leads whose enrichment failed too often and is now 'failed'.",
+    registry=REGISTRY,
+)
+ORDERS_REJECTED = Counter(
+    "leadd_orders_rejected_total",
+    "Orders refused at intake, first sighting only, by source (webhook, poll) and reason "
+    "(invalid: failed validation; unstorable: the database refused this one order).",
+    ["source", "reason"],
+    registry=REGISTRY,
+)
 TOUCHPOINTS_DUE = Gauge(
     "leadd_touchpoints_due",
     "Touch points due and not yet claimed (refreshed by the touch-point loop).",
@@ -266,6 +284,11 @@ for _channel in CHANNELS:
         MESSAGES.labels(_channel, _outcome)
 for _status in ("ok", "error", "skipped"):
     POLL_CYCLES.labels(_status)
+for _reason in ("provider", "database", "data", "internal"):
+    ENRICHMENT_FAILURES.labels(_reason)
+for _source in ("webhook", "poll"):
+    for _rejected in ("invalid", "unstorable"):
+        ORDERS_REJECTED.labels(_source, _rejected)
 for _provider in PROVIDERS:
     PROVIDER_AUTH_FAILED.labels(_provider).set(0)
 

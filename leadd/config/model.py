@@ -68,6 +68,8 @@ class ShopmonkeyConfig:
     poll_interval: float = duration(30.0)
     requests_per_second: float = rate(2.0)
     poll_lookback: float = duration(3600.0)  # first poll (no cursor yet) looks back this far
+    # X-Shopmonkey-Signature (no timestamp, replayable): off unless deliveries need it.
+    accept_legacy_signature: bool = flag(False)
 
     @property
     def live(self) -> bool:

@@ -51,6 +51,8 @@ INSERT INTO service_catalog (tenant_id, location_id, name, price_cents) VALUES (
 -- One round trip for a new order: the lead, its first timeline row and its touch points.
 -- ON CONFLICT makes a redelivered or polled order a no-op; the caller then reads the
 -- existing id (a concurrent insert of the same order may not be visible to this snapshot).
+-- A signed webhook delivery ($19 digest, remembered until $20) is remembered in the same
+-- statement, only when it created the lead: remembered if and only if stored.
 WITH ins AS (
     INSERT INTO leads (id, tenant_id, location_id, shopmonkey_order_id, order_number, source,
                        order_version, order_updated_at, order_data, customer_id, vehicle_id,
@@ -65,9 +67,33 @@ WITH ins AS (
     INSERT INTO touch_points (tenant_id, lead_id, sequence, step_index, step_name, channel, due_at)
     SELECT $1, ins.id, $14, s.idx, s.name, s.channel, s.due
     FROM ins, unnest($15::int[], $16::text[], $17::text[], $18::timestamptz[]) AS s(idx, name, channel, due)
-
+), seen AS (
+    INSERT INTO webhook_deliveries (tenant_id, digest, expires_at)
+    SELECT $1, $19::bytea, $20::timestamptz FROM ins WHERE $19::bytea IS NOT NULL
+    ON CONFLICT (tenant_id, digest) DO NOTHING
 )
 SELECT id FROM ins;
+
+-- name: remember_delivery
+-- Inside the transaction that stores the delivery: true when it was not seen before (or its
+-- memory has expired and is renewed), NULL for a replay of a delivery already stored.
+INSERT INTO webhook_deliveries (tenant_id, digest, expires_at) VALUES ($1, $2, $3)
+ON CONFLICT (tenant_id, digest) DO UPDATE SET expires_at = EXCLUDED.expires_at
+    WHERE webhook_deliveries.expires_at <= now()
+RETURNING true;
+
+-- name: prune_deliveries
+-- A delivery whose signature has expired cannot be replayed; forget it.
+DELETE FROM webhook_deliveries WHERE tenant_id = $1 AND expires_at <= now();
+
+-- name: record_rejected_order
+-- An order refused at intake (invalid, or the database would not store it), kept for
+-- operators: one row per (source, order), counting sightings (the poller's overlap and
+-- Shopmonkey's retries see it again). `first` is true on the first sighting only.
+INSERT INTO rejected_orders (tenant_id, source, order_ref, reason) VALUES ($1, $2, $3, $4)
+ON CONFLICT (tenant_id, source, order_ref) DO UPDATE
+    SET reason = EXCLUDED.reason, seen = rejected_orders.seen + 1, last_seen = now()
+RETURNING (xmax = 0) AS first;
 
 -- name: lead_id_by_order
 SELECT id FROM leads WHERE tenant_id = $1 AND shopmonkey_order_id = $2;
@@ -80,13 +106,15 @@ WHERE tenant_id = $1 AND shopmonkey_order_id = $2 FOR UPDATE;
 UPDATE leads SET order_data = $3, order_version = $4, order_updated_at = $5,
     customer_id = $6, vehicle_id = $7, updated_at = now(),
     -- A customer or vehicle linked later means there is something new to enrich: due now,
-    -- with a fresh attempt budget. 'pending' stays pending (its touch points wait for the
-    -- first enrichment); only a finished enrichment is reopened.
+    -- with a fresh attempt and failure budget. 'pending' stays pending (its touch points wait
+    -- for the first enrichment); only a finished (or given up) enrichment is reopened.
     enrichment_status = CASE WHEN (customer_id IS DISTINCT FROM $6 OR vehicle_id IS DISTINCT FROM $7)
-                                  AND enrichment_status = 'done'
+                                  AND enrichment_status IN ('done', 'failed')
                              THEN 'partial' ELSE enrichment_status END,
     enrichment_attempts = CASE WHEN customer_id IS DISTINCT FROM $6 OR vehicle_id IS DISTINCT FROM $7
                                THEN 0 ELSE enrichment_attempts END,
+    enrichment_failures = CASE WHEN customer_id IS DISTINCT FROM $6 OR vehicle_id IS DISTINCT FROM $7
+                               THEN 0 ELSE enrichment_failures END,
     enrich_after = CASE WHEN customer_id IS DISTINCT FROM $6 OR vehicle_id IS DISTINCT FROM $7
                         THEN now() ELSE enrich_after END
 WHERE tenant_id = $1 AND id = $2;
@@ -118,12 +146,12 @@ WHERE tenant_id = $1 AND lead_id = $2 ORDER BY id;
 
 -- name: claim_enrichment
 -- Leased like touch points: two daemons never enrich the same lead at once, and a lead whose
--- enricher died is picked up again once enrich_after passes.
+-- enricher died is picked up again once enrich_after passes. 'failed' has used up its retries.
 UPDATE leads SET enrich_after = now() + make_interval(secs => $3),
                  enrichment_attempts = enrichment_attempts + 1
 WHERE id IN (
     SELECT id FROM leads
-    WHERE tenant_id = $1 AND enrichment_status <> 'done' AND enrich_after <= now()
+    WHERE tenant_id = $1 AND enrichment_status NOT IN ('done', 'failed') AND enrich_after <= now()
       AND enrichment_attempts < $4
     ORDER BY enrich_after
     LIMIT $2
@@ -156,6 +184,7 @@ WITH chat AS (
 ), saved AS (
     UPDATE leads SET first_name = $3, last_name = $4, phone = $5, email = $6, vehicle = $7,
         services = $8, enrichment_status = $9, enrich_after = $10, last_error = $11,
+        enrichment_failures = 0,
         attached_to = COALESCE(attached_to, (SELECT id FROM other)), updated_at = now()
     WHERE tenant_id = $1 AND id = $2
     RETURNING state
@@ -171,6 +200,36 @@ WITH chat AS (
     FROM saved, other
 )
 SELECT (SELECT id FROM other) AS attached_to;
+
+-- name: record_enrichment_failure
+-- One failed enrichment attempt of one lead, recorded on it (never values: $7 is the reason
+-- in words) and retried at $5. At $3 failures (or the last claim, $4) it is 'failed': given up,
+-- shown on its timeline, and, when it never got a contact ($6: it was still 'pending'), its
+-- scheduled touch points are cancelled rather than sent to nobody.
+WITH f AS (
+    UPDATE leads SET
+        enrichment_failures = enrichment_failures + 1,
+        enrichment_status = CASE WHEN enrichment_failures + 1 >= $3 OR enrichment_attempts >= $4
+                                 THEN 'failed' ELSE enrichment_status END,
+        enrich_after = $5,
+        last_error = CASE WHEN enrichment_failures + 1 >= $3 OR enrichment_attempts >= $4
+                          THEN 'enrichment failed: ' || $7::text
+                          ELSE 'enrichment error (retrying): ' || $7::text END,
+        updated_at = now()
+    WHERE tenant_id = $1 AND id = $2
+    RETURNING id, state, enrichment_status, enrichment_failures
+), cancelled AS (
+    UPDATE touch_points SET state = 'cancelled', last_error = 'enrichment failed',
+        updated_at = now()
+    WHERE tenant_id = $1 AND lead_id = $2 AND state = 'scheduled' AND $6
+      AND EXISTS (SELECT 1 FROM f WHERE enrichment_status = 'failed')
+), event AS (
+    INSERT INTO lead_events (tenant_id, lead_id, from_state, to_state, cause, detail)
+    SELECT $1, id, state, state, 'enrichment.failed',
+           jsonb_build_object('reason', $7::text, 'failures', enrichment_failures)
+    FROM f WHERE enrichment_status = 'failed'
+)
+SELECT enrichment_status, enrichment_failures FROM f;
 
 -- ======================================================================= poller
 
