@@ -19,7 +19,7 @@ from leadd import compliance, leads, metrics
 from leadd.db import Q
 from leadd.logs import get_logger
 from leadd.providers import sendgrid as sg
-from leadd.providers import twilio as tw
+from leadd.providers import twilio_signature as tw
 from leadd.store import DB_ERRORS
 from leadd.web import DAEMON, json_error
 from leadd.webhooks import decode_json

@@ -32,7 +32,7 @@ from leadd.config import Config, Location, SequenceStep
 from leadd.db import Q
 from leadd.logs import get_logger
 from leadd.providers.result import SendResult
-from leadd.providers.twilio import INVALID_RECIPIENT_CODES, TwilioError
+from leadd.providers.twilio_wire import INVALID_RECIPIENT_CODES, TwilioError
 
 if TYPE_CHECKING:
     from leadd.daemon import Daemon
