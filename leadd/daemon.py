@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import os
 import signal
 import socket
@@ -33,7 +34,7 @@ from leadd.embedded import EmbeddedPostgres
 from leadd.errors import describe_error
 from leadd.logs import get_logger
 from leadd.operations import OpsDeps
-from leadd.runtime import ProviderHealth, Runtime
+from leadd.runtime import Clock, ProviderHealth, Runtime, utcnow
 from leadd.sdnotify import Notifier
 from leadd.store import Store
 from leadd.store import core as dbmod
@@ -45,8 +46,11 @@ DB_RETRY = Backoff(base=1.0, cap=30.0, jitter=0.2)
 
 
 class Daemon:
-    def __init__(self, config: Config, *, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, config: Config, *, env: dict[str, str] | None = None, clock: Clock = utcnow
+    ) -> None:
         self.config = config
+        self.clock = clock  # the runtime's clock: due-ness, quiet hours, caps (tests pin it)
         self.instance_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.shutdown = asyncio.Event()
         self.supervisor = Supervisor(self.shutdown)
@@ -70,13 +74,27 @@ class Daemon:
     # ------------------------------------------------------------------ wiring
 
     def _build_services(self) -> None:
-        from leadd.loops import poll, touchpoints
+        from leadd.loops import poll
 
         self.supervisor.add("http", self._serve_http, critical=True)
         self.supervisor.add("poll", lambda: poll.run(self))
-        self.supervisor.add("touchpoints", lambda: touchpoints.run(self))
+        self.supervisor.add("touchpoints", self._touchpoints)
         if self.notifier.watchdog_interval:
             self.supervisor.add("watchdog", self._watchdog)
+
+    async def _touchpoints(self) -> None:
+        from leadd import enrichment
+        from leadd.loops import touchpoints
+
+        if await self.wait_db() is None or self.runtime is None:
+            return
+        await touchpoints.run(
+            self.runtime,
+            shutdown=self.shutdown,
+            wake_event=self.wake_touchpoints,
+            beat=functools.partial(self.supervisor.beat, "touchpoints"),
+            enrich=functools.partial(enrichment.enrich_due, self),
+        )
 
     async def _serve_http(self) -> None:
         from leadd.web import GUARD, create_app
@@ -209,6 +227,7 @@ class Daemon:
                     twilio=self.twilio,
                     sendgrid=self.sendgrid,
                     instance_id=self.instance_id,
+                    clock=self.clock,
                     wake=self.wake_touchpoints.set,
                     health=self.health,
                 )

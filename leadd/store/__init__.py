@@ -17,6 +17,7 @@ from leadd.config import Config
 from leadd.embedded import EmbeddedPostgres
 from leadd.store.core import StoreCore, create_pool, migrate
 from leadd.store.ops import OpsStore
+from leadd.store.outreach import OutreachStore
 
 # What a lost, refused or failing database raises through the store. InternalClientError:
 # asyncpg's protocol when the server cut a pooled connection that the pool had not noticed.
@@ -29,7 +30,7 @@ DB_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-class Store(OpsStore, StoreCore):
+class Store(OutreachStore, OpsStore, StoreCore):
     """Every store part over one pool, bound to one tenant."""
 
 
