@@ -271,8 +271,8 @@ DELETE FROM contact_optouts WHERE tenant_id = $1 AND channel = $2 AND address = 
 -- Opt-out: every touch point of this channel for leads with this phone/e-mail that has not
 -- passed its send gate: `scheduled` ones, and `sending` ones still waiting for a send slot
 -- (gated_at IS NULL: their gate then reads them `cancelled`). Updating such a row takes its
--- row lock, which the gate takes too: see gate_touchpoint. A gated row is in flight (its gate
--- committed before this STOP did) and is recorded as what happens to it.
+-- row lock, which the gate takes too: see gate_touchpoint (outreach.sql). A gated row is in
+-- flight (its gate committed before this STOP did) and is recorded as what happens to it.
 UPDATE touch_points tp SET state = 'cancelled', last_error = $4, lease_until = NULL,
     updated_at = now()
 FROM leads l
