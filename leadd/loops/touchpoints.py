@@ -132,18 +132,18 @@ class _Cycle:
     ) -> None:
         self.rt, self.engine = rt, engine
         self.shutdown, self.wake_event = shutdown, wake_event
-        self.beat, self._enrich = beat, enrich
+        self.beat, self._enrich_batch = beat, enrich
 
     async def enrich(self) -> None:
         """Enrich every lead that is due. A burst of new leads can exceed one call's limit,
         and each call works through its leads one by one, so a few calls run side by side
         (their claims are disjoint: SKIP LOCKED)."""
         # One claimer first: a lone new lead costs one claim, not ENRICH_WORKERS of them.
-        if await self._enrich(ENRICH_BATCH) < ENRICH_BATCH:
+        if await self._enrich_batch(ENRICH_BATCH) < ENRICH_BATCH:
             return
         while not self.shutdown.is_set():
             done = await asyncio.gather(
-                *(self._enrich(ENRICH_BATCH) for _ in range(ENRICH_WORKERS))
+                *(self._enrich_batch(ENRICH_BATCH) for _ in range(ENRICH_WORKERS))
             )
             if max(done) < ENRICH_BATCH:
                 return
