@@ -15,14 +15,16 @@ import asyncpg
 from aiohttp import web
 from multidict import MultiDict, MultiDictProxy
 
-from leadd import compliance, leads, metrics
+from leadd import compliance, metrics
 from leadd.db import Q
+from leadd.intake.events import decode_json
 from leadd.logs import get_logger
 from leadd.providers import sendgrid as sg
 from leadd.providers import twilio as tw
 from leadd.store import DB_ERRORS
+from leadd.store.core import Tx
+from leadd.store.intake import advance_in
 from leadd.web import DAEMON, json_error
-from leadd.webhooks import decode_json
 
 log = get_logger(__name__)
 
@@ -173,7 +175,13 @@ async def twilio_sms(request: web.Request) -> web.StreamResponse:
             # "Yes" is an opt-in keyword and also the usual answer to "want us to book it?": it
             # is a reply like any other, so the lead is engaged and automated follow-ups stop.
             if keyword in (None, "opt_in") and lead_id is not None:
-                await leads.advance(db, lead_id, "engaged", "sms.reply", {"message_sid": sid}, conn)
+                await advance_in(
+                    Tx(conn, tenant),
+                    lead_id,
+                    target="engaged",
+                    cause="sms.reply",
+                    detail={"message_sid": sid},
+                )
                 # Stop-on-reply: a person is talking now; automated follow-ups would talk over them.
                 await conn.execute(
                     Q["cancel_lead_touchpoints"], tenant, lead_id, "customer replied"
