@@ -16,9 +16,11 @@ Scenarios (the flags above override a preset's numbers):
   a  60 orders at once, API 300 ms, budget 2 req/s. The sequence is an acknowledgement that
      uses only the customer's name, then a details SMS with vehicle and services. Reports the
      first acknowledgement after the burst, every acknowledgement's latency (p50/p90/max,
-     how many within 35 s), and for each acknowledgement how long it left after the last
-     Shopmonkey answer it could have waited for: a send that waits seconds after its data
-     arrived was held back by enrichment of other leads.
+     how many within 35 s), and for each acknowledgement how long it left after its
+     customer's answer (`ack_after_its_customer`) and after the last Shopmonkey answer about
+     its lead that came before it (`ack_after_its_data`): an acknowledgement that leaves
+     seconds after the last data it could have waited for was held back by something else,
+     in practice the enrichment of other leads (`ack_held_back_over_1s` counts them).
   b  2,000 orders at 200/s, API 50 ms, no budget limit: webhook -> acknowledgement p50/p99.
   c  2,000 orders at 200/s, API 50 ms, budget 20 req/s (the issue's reproduction): how many
      leads are enriched and how many texted `--observe-after` (18) s after the burst ended.
@@ -32,6 +34,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import resource
 import statistics
 import sys
@@ -174,7 +177,7 @@ def analyse(
     answers: dict[str, list[float]] = {}
     for call in api.calls:
         answers.setdefault(call.path, []).append(call.answered)
-    ack_lat, det_lat, after_data, calls_before = [], [], [], []
+    ack_lat, det_lat, after_data, after_customer, calls_before = [], [], [], [], []
     for lead in leads:
         if lead.phone not in acks:
             continue
@@ -190,6 +193,9 @@ def analyse(
         before = [t for p in paths for t in answers.get(p, []) if t <= sent]
         calls_before.append(len(before))
         after_data.append(sent - max(before, default=lead.answered_at))
+        customer = [t for t in answers.get(paths[0], []) if t <= sent]
+        if customer:
+            after_customer.append(sent - min(customer))
     start, end = burst
     out: dict[str, Any] = {
         "scenario": sc.name,
@@ -212,6 +218,7 @@ def analyse(
         out["first_ack_after_burst_start_s"] = round(first, 3)
         out["ack"] = spread(ack_lat, 50, 90, 99)
         out["ack_within_35s"] = sum(1 for x in ack_lat if x <= 35)
+        out["ack_after_its_customer"] = spread(after_customer, 50, 90)
         out["ack_after_its_data"] = spread(after_data, 50, 90)
         out["ack_held_back_over_1s"] = sum(1 for x in after_data if x > HELD_BACK)
         out["api_calls_before_ack_median"] = statistics.median(calls_before)
@@ -280,6 +287,7 @@ async def run_scenario(sc: Scenario, args: argparse.Namespace) -> dict[str, Any]
         try:
             await daemon.wait_ready()
             assert daemon.proc is not None
+            load = os.getloadavg()[0]
             cpu0, bench0 = (
                 common.cpu_seconds(daemon.proc.pid),
                 resource.getrusage(resource.RUSAGE_SELF),
@@ -306,6 +314,7 @@ async def run_scenario(sc: Scenario, args: argparse.Namespace) -> dict[str, Any]
                     )
             result = analyse(sc, leads, twilio, api, burst)
             result.update(snapshot)
+            result["load_average_before"] = round(load, 2)
             bench1 = resource.getrusage(resource.RUSAGE_SELF)
             wall = time.monotonic() - burst[0]
             result["cpu_share_of_one_core"] = {

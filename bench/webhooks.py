@@ -583,14 +583,14 @@ def main() -> int:
     # the server finishes them: rows may exceed wrk's 2xx count by up to sum(c) + warm-up c.
     in_flight = sum(args.concurrency) + 16
     good = True
-    for name, (ok, rows, created) in counts.items():
-        fine = ok <= rows <= ok + in_flight and (created is None or created == rows)
+    for name, (ok, stored, created) in counts.items():
+        fine = ok <= stored <= ok + in_flight and (created is None or created == stored)
         a = answers[name]
         exact = a.recorded == ok and a.without_id == 0 and a.found == a.distinct
         good = good and fine and exact
         server = "" if created is None else f", {created} answered with a new leadId (server count)"
         print(
-            f"- {name}: {ok} 2xx seen by wrk{server}, {rows} rows in the database: "
+            f"- {name}: {ok} 2xx seen by wrk{server}, {stored} rows in the database: "
             f"{'OK' if fine else 'MISMATCH'}"
         )
         print(
