@@ -329,15 +329,38 @@ async def run_scenario(sc: Scenario, args: argparse.Namespace) -> dict[str, Any]
             await api.stop()
             await twilio.stop()
     result["log"] = str(daemon.log_path)
+    result["targets"] = targets(result)
     return result
+
+
+def targets(r: dict[str, Any]) -> list[str]:
+    """Issue 11's targets for scenarios a and b, each met or missed."""
+    out: list[str] = []
+
+    def check(label: str, met: bool, value: str) -> None:
+        out.append(f"{label}: {'met' if met else 'MISSED'} ({value})")
+
+    acked = r["acknowledged"] == r["orders"]
+    if r["scenario"] == "a" and "ack" in r:
+        first = r["first_ack_after_burst_start_s"]
+        check("first acknowledgement within 1 s", first <= 1, f"{first} s")
+        worst = r["ack"]["max_ms"] / 1000
+        check("every acknowledgement within 35 s", acked and worst <= 35, f"max {worst:.1f} s")
+        held = r["ack_held_back_over_1s"]
+        check("no acknowledgement held back by enrichment", held == 0, f"{held} held > 1 s")
+    if r["scenario"] == "b" and "ack" in r:
+        p99 = r["ack"]["p99_ms"] / 1000
+        check("webhook -> Twilio p99 < 1 s", acked and p99 < 1, f"p99 {p99:.2f} s")
+    return out
 
 
 def describe(r: dict[str, Any]) -> str:
     lines = [f"### {r['scenario']}: {r['title']}"]
-    keys = [k for k in r if k not in ("scenario", "title", "orders", "log")]
+    keys = [k for k in r if k not in ("scenario", "title", "orders", "log", "targets")]
     for k in keys:
         v = r[k]
         lines.append(f"- {k}: {json.dumps(v) if isinstance(v, dict) else v}")
+    lines.extend(f"- target {t}" for t in r.get("targets", []))
     return "\n".join(lines)
 
 
