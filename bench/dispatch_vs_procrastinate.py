@@ -26,7 +26,10 @@ pool (leadd's `database.pool_max` here, procrastinate's psycopg pool `max_size`)
 - leadd, two daemons on one database: the webhooks alternate between them; same rate, and
   duplicates (a number texted twice) counted at the fake.
 
-Ratios printed: leadd / procrastinate (counting its enqueue), two daemons / one daemon.
+Ratios printed: leadd / procrastinate (counting its enqueue), two daemons / one daemon, each
+taken within one round (the same minute on the same machine) and, with --rounds N, the median
+over the rounds; every other round runs the systems in reverse order, and each row shows the
+load average before it, since a shared machine moves these numbers a lot.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import signal
 import statistics
 import subprocess
@@ -62,6 +66,7 @@ FROM = "+15125550199"
 POOL_MIN, POOL_MAX = 5, 40
 QUEUE = "sms"
 TASK = "send_sms"
+SYSTEMS = ("procrastinate", "leadd 1", "leadd 2")
 
 
 # --------------------------------------------------------------------------- procrastinate
@@ -270,8 +275,8 @@ def measure(
 
 def table(rows: list[dict[str, Any]]) -> str:
     out = [
-        "| system | measured | sends | duplicates | seconds | sends/s |",
-        "|---|---|---:|---:|---:|---:|",
+        "| system | measured | sends | duplicates | seconds | sends/s | load before |",
+        "|---|---|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         extra = ""
@@ -282,22 +287,27 @@ def table(rows: list[dict[str, Any]]) -> str:
         sends = f"{r['sends']:,}" + ("" if r["complete"] else " (timed out)")
         out.append(
             f"| {r['system']} | {r['what']}{extra} | {sends} | {r['duplicates']} "
-            f"| {r['seconds']} | {r['rate']:,} |"
+            f"| {r['seconds']} | {r['rate']:,} | {r.get('load', '')} |"
         )
     return "\n".join(out)
 
 
 def ratios(rounds: list[dict[str, dict[str, Any]]]) -> str:
-    def med(key: str) -> float:
-        return statistics.median(r[key]["rate"] for r in rounds)
+    """Each ratio within each round (same minute, same load), then the median over rounds."""
 
-    pq, one, two = med("procrastinate e2e"), med("leadd 1"), med("leadd 2")
-    pre = med("procrastinate pre-built")
+    def ratio(top: str, bottom: str) -> str:
+        each = [r[top]["rate"] / r[bottom]["rate"] for r in rounds]
+        rounds_text = f" (rounds: {', '.join(f'{x:.2f}' for x in each)})" if len(each) > 1 else ""
+        return f"{statistics.median(each):.2f}x{rounds_text}"
+
+    duplicates = sum(r[k]["duplicates"] for r in rounds for k in r)
     return (
-        f"- leadd (one daemon) / procrastinate counting its enqueue: {one / pq:.2f}x (target >= 1.3)\n"
-        f"- leadd (one daemon) / procrastinate pre-built jobs: {one / pre:.2f}x\n"
-        f"- two daemons / one daemon: {two / one:.2f}x (target >= 1.7), duplicates "
-        f"{sum(r['leadd 2']['duplicates'] for r in rounds)}"
+        f"- leadd (one daemon) / procrastinate counting its enqueue: "
+        f"{ratio('leadd 1', 'procrastinate e2e')} (target >= 1.3)\n"
+        f"- leadd (one daemon) / procrastinate pre-built jobs: "
+        f"{ratio('leadd 1', 'procrastinate pre-built')}\n"
+        f"- two daemons / one daemon: {ratio('leadd 2', 'leadd 1')} (target >= 1.7)\n"
+        f"- duplicates at the fake, all runs: {duplicates}"
     )
 
 
@@ -310,10 +320,18 @@ async def main(args: argparse.Namespace) -> list[dict[str, dict[str, Any]]]:
     try:
         for n in range(args.rounds):
             this: dict[str, dict[str, Any]] = {}
-            pre, e2e = await run_procrastinate(args, twilio, numbers, workdir)
-            this["procrastinate pre-built"], this["procrastinate e2e"] = pre, e2e
-            this["leadd 1"] = await run_leadd(args, twilio, numbers, workdir, 1)
-            this["leadd 2"] = await run_leadd(args, twilio, numbers, workdir, 2)
+            # Every other round in reverse order, so a drift in the machine's load does not
+            # always favour the same system.
+            for system in SYSTEMS if n % 2 == 0 else SYSTEMS[::-1]:
+                load = round(os.getloadavg()[0], 2)
+                if system == "procrastinate":
+                    pre, e2e = await run_procrastinate(args, twilio, numbers, workdir)
+                    this["procrastinate pre-built"], this["procrastinate e2e"] = pre, e2e
+                    pre["load"] = e2e["load"] = load
+                else:
+                    daemons = int(system[-1])
+                    this[system] = await run_leadd(args, twilio, numbers, workdir, daemons)
+                    this[system]["load"] = load
             rounds.append(this)
             print(f"round {n + 1}:\n{table(list(this.values()))}\n")
     finally:
