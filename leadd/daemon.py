@@ -23,7 +23,6 @@ from contextlib import suppress
 from typing import Any
 
 import aiohttp
-import asyncpg
 from aiohttp import web
 
 from leadd import metrics
@@ -33,10 +32,9 @@ from leadd.config import warnings as config_warnings
 from leadd.embedded import EmbeddedPostgres
 from leadd.errors import describe_error
 from leadd.logs import get_logger
-from leadd.operations import OpsDeps
 from leadd.runtime import Clock, ProviderHealth, Runtime, utcnow
 from leadd.sdnotify import Notifier
-from leadd.store import Store
+from leadd.store import DB_ERRORS, Store
 from leadd.store import core as dbmod
 from leadd.supervisor import Supervisor
 
@@ -57,7 +55,6 @@ class Daemon:
         self.notifier = Notifier(env)
         self.db: Store | None = None
         self.runtime: Runtime | None = None  # what services need, once the database is ready
-        self.ops: OpsDeps | None = None  # the ops API's use cases, once the database is ready
         self.db_problem: str | None = "connecting"
         self.db_ready = asyncio.Event()
         self.http_ready = asyncio.Event()
@@ -74,33 +71,46 @@ class Daemon:
     # ------------------------------------------------------------------ wiring
 
     def _build_services(self) -> None:
-        from leadd.loops import poll
-
         self.supervisor.add("http", self._serve_http, critical=True)
-        self.supervisor.add("poll", lambda: poll.run(self))
+        self.supervisor.add("poll", self._poll)
         self.supervisor.add("touchpoints", self._touchpoints)
         if self.notifier.watchdog_interval:
             self.supervisor.add("watchdog", self._watchdog)
 
+    async def _poll(self) -> None:
+        from leadd.loops import poll
+
+        if await self.wait_db() is None or self.runtime is None:
+            return  # shutting down before the database was ready
+        beat = functools.partial(self.supervisor.beat, "poll")
+        await poll.run(self.runtime, shutdown=self.shutdown, beat=beat)
+
     async def _touchpoints(self) -> None:
-        from leadd import enrichment
         from leadd.loops import touchpoints
 
         if await self.wait_db() is None or self.runtime is None:
-            return
+            return  # shutting down before the database was ready
         await touchpoints.run(
             self.runtime,
             shutdown=self.shutdown,
             wake_event=self.wake_touchpoints,
             beat=functools.partial(self.supervisor.beat, "touchpoints"),
-            enrich=functools.partial(enrichment.enrich_due, self),
+            enrich=self.enrich,
         )
+
+    async def enrich(self, limit: int) -> int:
+        """Enrich up to `limit` due leads (for the touch-point loop, which enriches before it
+        sends); how many were claimed."""
+        from leadd.intake import enrichment
+
+        assert self.runtime is not None
+        return await enrichment.enrich_due(self.runtime, limit)
 
     async def _serve_http(self) -> None:
         from leadd.web import GUARD, create_app
         from leadd.web.connections import GuardedSite, ServerLog
 
-        app = create_app(self)
+        app = create_app(self.config, runtime=lambda: self.runtime, readiness=self.readiness)
         runner = web.AppRunner(
             app,
             handle_signals=False,
@@ -162,6 +172,17 @@ class Daemon:
 
     # ------------------------------------------------------------------ readiness
 
+    async def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """For /readyz: ready, and a body saying in words what is wrong (no payload values)."""
+        problems = await self.readiness_problems()
+        body = {
+            "status": "ready" if not problems else "not ready",
+            "problems": problems,
+            "tasks": {n: t.as_json() for n, t in self.supervisor.tasks.items()},
+            "providers": self.config.providers_summary(),
+        }
+        return not problems, body
+
     async def readiness_problems(self) -> dict[str, str]:
         problems: dict[str, str] = {}
         if self.db is None:
@@ -169,13 +190,7 @@ class Daemon:
         else:
             try:
                 await self.db.ping()
-            except (
-                OSError,
-                asyncpg.PostgresError,
-                TimeoutError,
-                asyncpg.InterfaceError,
-                asyncpg.InternalClientError,  # a pooled connection the server just cut
-            ) as exc:
+            except DB_ERRORS as exc:  # also a pooled connection the server just cut
                 log.warning("database.ping_failed", error=f"{type(exc).__name__}: {exc}")
                 problems["database"] = f"unreachable: {describe_error(exc)}"
         for name, text in self.supervisor.problems().items():
@@ -231,7 +246,6 @@ class Daemon:
                     wake=self.wake_touchpoints.set,
                     health=self.health,
                 )
-                self.ops = OpsDeps(self.config, database, wake=self.wake_touchpoints.set)
                 metrics.POOL.source = database.pool_stats
                 self.db_ready.set()
                 log.info("database.ready", embedded=self.config.database.url is None)

@@ -16,6 +16,7 @@ import asyncpg
 from leadd.config import Config
 from leadd.embedded import EmbeddedPostgres
 from leadd.store.core import StoreCore, create_pool, migrate
+from leadd.store.intake import IntakeStore
 from leadd.store.ops import OpsStore
 from leadd.store.outreach import OutreachStore
 
@@ -30,7 +31,7 @@ DB_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-class Store(OutreachStore, OpsStore, StoreCore):
+class Store(IntakeStore, OutreachStore, OpsStore, StoreCore):
     """Every store part over one pool, bound to one tenant."""
 
 

@@ -20,13 +20,12 @@ import asyncpg
 import pytest
 from twilio.request_validator import RequestValidator
 
-from leadd import enrichment
 from leadd.config import Config
 from leadd.daemon import Daemon
 from leadd.loops import touchpoints
 from leadd.providers import sendgrid as sendgrid_module
 from leadd.providers import twilio as twilio_module
-from leadd.providers.shopmonkey import sign_webhook
+from leadd.providers.shopmonkey_webhook import sign_webhook
 from leadd.ratelimit import RateLimiter
 from leadd.runtime import Clock, Runtime
 from tests.conftest import base_config, make_config
@@ -71,7 +70,7 @@ async def cycle(daemon: Daemon, *, clock: Clock | None = None, full: bool = True
         shutdown=daemon.shutdown,
         wake_event=daemon.wake_touchpoints,
         beat=functools.partial(daemon.supervisor.beat, "touchpoints"),
-        enrich=functools.partial(enrichment.enrich_due, daemon),
+        enrich=daemon.enrich,
     )
 
 
@@ -155,13 +154,18 @@ def order_payload(
 
 
 async def post_order(
-    session: aiohttp.ClientSession, base: str, payload: dict[str, Any], secret: str = SECRET
+    session: aiohttp.ClientSession,
+    base: str,
+    payload: dict[str, Any],
+    secret: str = SECRET,
+    *,
+    at: dt.datetime | None = None,
 ) -> str:
-    """POST a signed order webhook; returns the new lead id."""
+    """POST a signed order webhook, signed now or `at` (a daemon on a pinned clock checks
+    the signature's timestamp on that clock); returns the new lead id."""
     body = json.dumps(payload).encode()
-    headers = sign_webhook(
-        body, secret, msg_id=f"msg_{uuid.uuid4().hex}", timestamp=int(time.time())
-    )
+    timestamp = int(at.timestamp() if at is not None else time.time())
+    headers = sign_webhook(body, secret, msg_id=f"msg_{uuid.uuid4().hex}", timestamp=timestamp)
     headers["Content-Type"] = "application/json"
     async with session.post(f"{base}/webhooks/shopmonkey/order", data=body, headers=headers) as r:
         answer = await r.json()

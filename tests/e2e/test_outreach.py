@@ -285,8 +285,8 @@ async def test_first_acknowledgement_is_deferred_at_night_when_configured(
         touchpoints={"interval": "1h"},
         compliance={"first_touch_immediate": False},
     )
-    async with running_daemon(cfg, clock=PinnedClock(night)) as daemon:  # its loop's clock
-        lead_id = await post_order(http, base_url(daemon), order_payload())
+    async with running_daemon(cfg, clock=PinnedClock(night)) as daemon:
+        lead_id = await post_order(http, base_url(daemon), order_payload(), at=night)
 
         async def deferred() -> bool:
             [tp] = await touch_points(database_url, lead_id)
