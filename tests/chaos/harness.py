@@ -7,6 +7,7 @@ Used by tests/chaos (small sizes, assertions) and by bench/ (full sizes, numbers
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
 import os
@@ -24,10 +25,13 @@ from typing import Any
 
 import aiohttp
 import asyncpg
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from prometheus_client.parser import text_string_to_metric_families
 
 from leadd import phones as phonemod
 from leadd.providers.shopmonkey import sign_webhook
+from leadd.providers.twilio import compute_signature
 from tests.chaos.pii import PiiScanner
 from tests.conftest import base_config, free_port
 from tests.helpers import DaemonProcess, wait_for
@@ -127,6 +131,27 @@ def signed_headers(body: bytes, secret: str = SECRET) -> dict[str, str]:
     return {**headers, "Content-Type": "application/json"}
 
 
+class SendGridSigner:
+    """A P-256 key pair: the public half goes in `sendgrid.event_webhook_public_key`, the
+    private half signs event batches the way SendGrid does (timestamp + raw body)."""
+
+    def __init__(self) -> None:
+        self.key = ec.generate_private_key(ec.SECP256R1())
+        der = self.key.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        self.public_key = base64.b64encode(der).decode()
+
+    def headers(self, body: bytes, timestamp: str | None = None) -> dict[str, str]:
+        ts = timestamp or str(int(time.time()))
+        signature = self.key.sign(ts.encode() + body, ec.ECDSA(hashes.SHA256()))
+        return {
+            "X-Twilio-Email-Event-Webhook-Signature": base64.b64encode(signature).decode(),
+            "X-Twilio-Email-Event-Webhook-Timestamp": ts,
+            "Content-Type": "application/json",
+        }
+
+
 # --------------------------------------------------------------------------- HTTP
 
 
@@ -170,6 +195,19 @@ class Http:
             f"{base}/webhooks/shopmonkey/order",
             data=body,
             headers=signed_headers(body),
+        )
+
+    async def post_twilio(self, base: str, path: str, form: dict[str, str], token: str) -> Reply:
+        """A form POST signed as Twilio signs it (the daemon's public_url is `base`)."""
+        signature = compute_signature(token, base + path, form)
+        return await self.request(
+            "POST", base + path, data=form, headers={"X-Twilio-Signature": signature}
+        )
+
+    async def post_sendgrid(self, base: str, events: list[Any], signer: SendGridSigner) -> Reply:
+        body = json.dumps(events).encode()
+        return await self.request(
+            "POST", f"{base}/webhooks/sendgrid/events", data=body, headers=signer.headers(body)
         )
 
 

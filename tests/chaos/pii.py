@@ -9,7 +9,9 @@ exactly those values in every text it is given, in the forms a leak takes:
 - a phone: its national number's digits inside any run of digits and separators, so
   "+13125552001", "(312) 555-2001" and "312.555.2001" all count, while the masked
   "+*********01" does not;
-- an e-mail: the whole address, case-insensitively, raw, JSON-unescaped or URL-decoded;
+- an e-mail: the whole address, case-insensitively, raw, JSON-unescaped or URL-decoded; and a
+  mask that shows more than the first character ("o'b***@example.com": the mask stopped at
+  the apostrophe) is a partial leak;
 - a name: the whole word, case-sensitively (tests use distinctive names, so a hit is a leak);
 - a secret: the value anywhere.
 """
@@ -141,6 +143,13 @@ class PiiScanner:
         for national, phone in self.phones.items():
             phones_by_len.setdefault(len(national), {})[national] = phone
         email_shapes = {(len(e.split("@", 1)[0]), len(e.split("@", 1)[1])) for e in self.emails}
+        # Per domain, every prefix (2+ characters) of a registered local part: what a mask
+        # that failed half-way leaves in front of its "***".
+        prefixes: dict[str, set[str]] = {}
+        for e in self.emails:
+            local, domain = e.split("@", 1)
+            prefixes.setdefault(domain, set()).update(local[:n] for n in range(2, len(local) + 1))
+        longest = max((len(e) for e in self.emails), default=0)
         found: list[Leak] = []
         seen: set[tuple[str, str]] = set()
 
@@ -157,6 +166,19 @@ class PiiScanner:
                     candidate = lower[max(0, at - local) : at + 1 + domain]
                     if candidate in self.emails:
                         hit("email", candidate, form, at - local)
+                if lower[max(0, at - 3) : at] == "***":
+                    for domain, known in prefixes.items():
+                        if lower.startswith(domain, at + 1):
+                            before = lower[max(0, at - 3 - longest) : at - 3]
+                            shown = [before[-n:] for n in range(2, len(before) + 1)]
+                            revealed = [x for x in shown if x in known]
+                            if revealed:
+                                hit(
+                                    "email (partly masked)",
+                                    f"{max(revealed, key=len)}***@{domain}",
+                                    form,
+                                    at,
+                                )
                 at = lower.find("@", at + 1)
             for secret in self.secrets:
                 pos = form.find(secret)
