@@ -66,16 +66,23 @@ class Person:
 _SYLLABLES = ("zor", "vex", "quil", "dra", "mon", "tav", "rik", "sel", "bru", "pha", "nyx", "lud")
 
 
-def people(n: int, *, seed: int = 7, offset: int = 0) -> list[Person]:
+def people(n: int, *, seed: int = 7, offset: int = 0, tricky_every: int = 0) -> list[Person]:
     """`n` people with valid Illinois mobile-shaped numbers and names no log line would
-    contain by chance (so the scanner can treat any occurrence as a leak)."""
+    contain by chance (so the scanner can treat any occurrence as a leak). With
+    `tricky_every=k`, every k-th e-mail has an apostrophe or ends in a non-ASCII letter, the
+    addresses masks get wrong."""
     rng = random.Random(seed)
     numbers = phone_numbers(n + offset)[offset:]
     out = []
     for i, phone in enumerate(numbers):
         first = "".join(rng.choice(_SYLLABLES) for _ in range(3)).capitalize()
         last = "".join(rng.choice(_SYLLABLES) for _ in range(3)).capitalize()
-        out.append(Person(first, last, phone, f"{first.lower()}.{last.lower()}{i}@chaos.example"))
+        local = f"{first.lower()}.{last.lower()}{i}"
+        if tricky_every and i % tricky_every == 0:
+            local = f"{first.lower()}'{last.lower()}{i}"
+        elif tricky_every and i % tricky_every == tricky_every // 2:
+            local = f"{first.lower()}{i}é"
+        out.append(Person(first, last, phone, f"{local}@chaos.example"))
     return out
 
 
@@ -482,3 +489,25 @@ class LocalPostgres:
         finally:
             await conn.close()
         return self.url(name)
+
+
+@asynccontextmanager
+async def scratch_database(prefix: str) -> AsyncIterator[str]:
+    """A fresh, empty database on $LEADD_TEST_DATABASE_URL's server (the bench's; the daemon
+    applies the schema itself), dropped afterwards."""
+    server = os.environ.get("LEADD_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    admin = server.rsplit("/", 1)[0] + "/postgres"
+    conn = await asyncpg.connect(admin)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    try:
+        yield server.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        conn = await asyncpg.connect(admin)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()

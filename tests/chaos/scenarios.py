@@ -64,8 +64,8 @@ class Chaos:
         """Fakes whose served values (and credentials) the scanner must look for."""
         self.fakes.extend(fakes)
 
-    def crowd(self, n: int, *, seed: int, offset: int = 0) -> list[Person]:
-        crowd = people(n, seed=seed, offset=offset)
+    def crowd(self, n: int, *, seed: int, offset: int = 0, tricky_every: int = 0) -> list[Person]:
+        crowd = people(n, seed=seed, offset=offset, tricky_every=tricky_every)
         for p in crowd:
             self.scanner.add_name(p.first)
             self.scanner.add_name(p.last)
@@ -348,7 +348,12 @@ async def _outage(
 
 
 async def twilio_and_sendgrid_storm(
-    chaos: Chaos, database_url: str, *, leads: int = 60, storm: float = 4.0
+    chaos: Chaos,
+    database_url: str,
+    *,
+    leads: int = 60,
+    storm: float = 4.0,
+    long_retry_after: float | None = None,
 ) -> Numbers:
     """Every lead gets an SMS and an e-mail while Twilio answers a storm of 429s (with
     Retry-After), JSON 500s, a proxy's HTML 503s and "accepted, then 500" (and its message
@@ -358,6 +363,9 @@ async def twilio_and_sendgrid_storm(
     duplicated (the "accepted, then 500" sends are found by reconciliation, not resent),
     backoff visible in /metrics (leadd_messages_total{outcome="retry"} per channel), and once
     both recover the queue drains within the bound the config implies (stated in the result).
+
+    `long_retry_after`: the storm opens with one 429 asking to wait that long (Twilio has sent
+    a day); no answer may hold the queue longer than the 60 s cap issue 7 asks for.
     """
     crowd = chaos.crowd(leads, seed=3)
     async with FakeTwilio() as twilio, FakeSendGrid() as sendgrid:
@@ -369,6 +377,8 @@ async def twilio_and_sendgrid_storm(
         daemon = chaos.start(cfg, "storm")
         await daemon.wait_ready()
         retry_after = 1.0
+        if long_retry_after is not None:
+            twilio.fail_next(1, status=429, retry_after=long_retry_after)
         twilio.storm(
             ("429", "500", "503-html", "500-accepted"), retry_after=retry_after, lists=("503-html",)
         )
@@ -379,9 +389,9 @@ async def twilio_and_sendgrid_storm(
         await asyncio.sleep(storm)  # the fault: both providers refuse this long
         twilio.calm(lists=False)
         sendgrid.calm()
-        # Sends go through again, but Twilio's message list stays down a little longer, so
-        # the reconciliation of the ambiguous sends cannot look yet (and must not guess).
-        await asyncio.sleep(2)
+        # Sends go through again, but Twilio's message list stays down until reconciliation
+        # of the ambiguous sends has tried to look (and must not guess).
+        await wait_for(lambda: twilio.storm_answers["GET 503-html"] > 0, timeout=60)
         twilio.calm()
 
         async def drained() -> bool:
@@ -391,7 +401,7 @@ async def twilio_and_sendgrid_storm(
         # rescheduled waits up to retry_cap (or Retry-After); an SMS left `sending` by an
         # ambiguous answer (or by a reconcile that could not list) waits out its lease and
         # one cycle; then one cycle to be claimed; plus time to send everything.
-        bound = 5 + 2 + retry_after + 2 * 1 + 10
+        bound = 5 + 2 + retry_after + 2 * 1 + 10 + (60 if long_retry_after else 0)
         drain = await wait_until(drained, timeout=bound)
         samples = await daemon.metrics(chaos.http)
 
@@ -409,7 +419,6 @@ async def twilio_and_sendgrid_storm(
     )
     accepted_then_500 = twilio.storm_answers["POST 500-accepted"]
     assert reconciled == accepted_then_500, (reconciled, accepted_then_500)
-    assert twilio.storm_answers["GET 503-html"] > 0, "reconciliation never met the list storm"
     return {
         "leads": leads,
         "storm_s": storm,
@@ -562,6 +571,7 @@ async def two_daemons(
         leader_before = await leader.metrics(chaos.http)
 
         leader.kill()
+        killed_at = time.monotonic()
         dead_sending = await scalar(
             database_url,
             "SELECT count(*) FROM touch_points WHERE state = 'sending' AND claimed_by = $1",
@@ -584,8 +594,6 @@ async def two_daemons(
             )
             return f":{follower.pid}:" in now_holder
 
-        poll_takeover = await wait_until(poller_taken_over, timeout=120, interval=0.1)
-
         async def dead_rows_released() -> bool:
             n = await scalar(
                 database_url,
@@ -594,7 +602,13 @@ async def two_daemons(
             )
             return n == 0
 
-        rows_takeover = await wait_until(dead_rows_released, timeout=60, interval=0.1)
+        async def since_kill(predicate: Any, timeout: float) -> float:
+            await wait_for(predicate, timeout, 0.1)
+            return time.monotonic() - killed_at
+
+        poll_takeover, rows_takeover = await asyncio.gather(
+            since_kill(poller_taken_over, 120), since_kill(dead_rows_released, 60)
+        )
 
         async def all_done() -> bool:
             return await all_touch_points_done(database_url, leads)
