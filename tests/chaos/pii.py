@@ -131,25 +131,18 @@ class PiiScanner:
     # -- scanning -----------------------------------------------------------------------
 
     def leaks(self) -> list[Leak]:
+        index = _Index.of(self)
         out: list[Leak] = []
         for where, text in self.texts:
-            out.extend(self.scan(text, where))
+            out.extend(self.scan(text, where, index))
         return out
 
-    def scan(self, text: str, where: str = "text") -> list[Leak]:
+    def scan(self, text: str, where: str = "text", index: _Index | None = None) -> list[Leak]:
         """Leaks in one text. Lookups are by index, not by trying every known value, so a
         long soak log with thousands of registered people scans in seconds."""
-        phones_by_len: dict[int, dict[str, str]] = {}
-        for national, phone in self.phones.items():
-            phones_by_len.setdefault(len(national), {})[national] = phone
-        email_shapes = {(len(e.split("@", 1)[0]), len(e.split("@", 1)[1])) for e in self.emails}
-        # Per domain, every prefix (2+ characters) of a registered local part: what a mask
-        # that failed half-way leaves in front of its "***".
-        prefixes: dict[str, set[str]] = {}
-        for e in self.emails:
-            local, domain = e.split("@", 1)
-            prefixes.setdefault(domain, set()).update(local[:n] for n in range(2, len(local) + 1))
-        longest = max((len(e) for e in self.emails), default=0)
+        index = index or _Index.of(self)
+        phones_by_len, email_shapes = index.phones_by_len, index.email_shapes
+        prefixes, longest = index.prefixes, index.longest
         found: list[Leak] = []
         seen: set[tuple[str, str]] = set()
 
@@ -202,6 +195,31 @@ class PiiScanner:
         assert not leaks, f"{len(leaks)} leak(s) of personal data or secrets:\n" + "\n".join(
             str(leak) for leak in leaks[:20]
         )
+
+
+@dataclass(frozen=True)
+class _Index:
+    """What `scan` looks values up in, built once per scan of many texts."""
+
+    phones_by_len: dict[int, dict[str, str]]
+    email_shapes: set[tuple[int, int]]  # (local part length, domain length)
+    # Per domain, every prefix (2+ characters) of a registered local part: what a mask that
+    # failed half-way leaves in front of its "***".
+    prefixes: dict[str, set[str]]
+    longest: int
+
+    @classmethod
+    def of(cls, scanner: PiiScanner) -> _Index:
+        phones_by_len: dict[int, dict[str, str]] = {}
+        for national, phone in scanner.phones.items():
+            phones_by_len.setdefault(len(national), {})[national] = phone
+        shapes, prefixes = set(), {}
+        for e in scanner.emails:
+            local, domain = e.split("@", 1)
+            shapes.add((len(local), len(domain)))
+            prefixes.setdefault(domain, set()).update(local[:n] for n in range(2, len(local) + 1))
+        longest = max((len(e) for e in scanner.emails), default=0)
+        return cls(phones_by_len, shapes, prefixes, longest)
 
 
 def _forms(text: str) -> list[str]:

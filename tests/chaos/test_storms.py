@@ -23,6 +23,6 @@ async def test_twilio_and_sendgrid_storms_drop_and_duplicate_nothing(
 async def test_shopmonkey_html_403_and_429_storm_drops_and_duplicates_nothing(
     chaos: Chaos, database_url: str
 ) -> None:
-    numbers = await shopmonkey_storm(chaos, database_url, leads=40, storm=4.0)
+    numbers = await shopmonkey_storm(chaos, database_url, leads=40, storm=6.0)
     print(numbers)
     assert numbers["drain_after_recovery_s"] <= numbers["drain_bound_s"]
