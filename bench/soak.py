@@ -365,6 +365,7 @@ def verdict(
         },
         "task_restarts": max(s["task_restarts"] for s in soak.samples),
         "sms_after_stop": after_stop[:10],
+        "leak_count": len(leaks),
         "leaks": [str(leak) for leak in leaks[:10]],
         "checks": checks,
         "ok": all(checks.values()),

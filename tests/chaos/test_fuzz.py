@@ -527,6 +527,14 @@ PHONE_POOL = ["+13125550170", "+13125550171", "+17735550172"]
         },
     ).flatmap(lambda f: st.dictionaries(TEXT, TEXT, max_size=3).map(lambda extra: {**extra, **f})),
 )
+@example(
+    path="/webhooks/twilio/sms",
+    form={"From": PHONE_POOL[0], "Body": "stop\x00", "MessageSid": "SM" + "b" * 32},
+)
+@example(
+    path="/webhooks/twilio/status",
+    form={"MessageSid": "SM" + "c" * 32, "MessageStatus": "failed", "ErrorCode": "²"},
+)
 def test_signed_twilio_callbacks_are_answered_without_5xx(
     world: World, path: str, form: dict[str, str]
 ) -> None:
