@@ -1,19 +1,17 @@
-"""Follow-up sequences: planning touch points for a new lead, and template checks at load time."""
+"""Follow-up sequences: planning touch points for a new lead, and the steps' compiled templates.
+
+The templates are checked when the configuration loads (leadd.config), so compiling one here
+cannot fail for a loaded configuration.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import TYPE_CHECKING
 
 from leadd import templates
-
-if TYPE_CHECKING:
-    from leadd.config import Config, Location, SequenceStep
-
-# unsubscribe.link only exists in e-mail (SMS opt-out is the STOP keyword).
-SMS_VARIABLES = templates.KNOWN_VARIABLES - {"unsubscribe.link"}
+from leadd.config import Config, Location, SequenceStep
 
 
 @dataclass(frozen=True)
@@ -40,24 +38,8 @@ def plan(cfg: Config, location: Location, created_at: dt.datetime) -> tuple[str,
 
 @lru_cache(maxsize=256)
 def compiled(text: str) -> templates.Template:
+    """A step's template or subject, compiled once per text for every send."""
     return templates.compile_template(text)
-
-
-def validate_config_templates(cfg: Config) -> list[str]:
-    """Every template compiled and checked against the variables it will get: a typo is a
-    start-up error naming the step, not a blank "Hi ," at 2 am."""
-    problems: list[str] = []
-    for name, steps in cfg.sequences.items():
-        for i, step in enumerate(steps):
-            known = SMS_VARIABLES if step.channel == "sms" else templates.KNOWN_VARIABLES
-            for key, text in (("template", step.template), ("subject", step.subject)):
-                if text is None:
-                    continue
-                try:
-                    templates.validate(compiled(text), known)
-                except templates.TemplateError as exc:
-                    problems.append(f"sequences.{name}[{i}].{key} (step '{step.name}'): {exc}")
-    return problems
 
 
 def step_of(cfg: Config, sequence: str, index: int) -> SequenceStep | None:

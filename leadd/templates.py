@@ -1,19 +1,29 @@
-"""Message templates: `{{ customer.first_name | default("there") }}` and nothing more.
+"""Message templates: Jinja2 in its immutable sandbox, strict, and checked when config loads.
 
-Template text comes from tenant configuration, so the language is deliberately tiny: a
-placeholder is a dotted path into nested dicts, optionally with one `default("...")`
-filter. There are no expressions, calls, attribute lookups or loops, so a template can
-neither run code nor reach objects it was not handed. Templates are compiled and validated
-when the configuration loads; rendering cannot fail on a well-formed template.
+Template text comes from tenant configuration and is rendered against customer data, so:
+- a template sees only the context it is handed (no globals) and reads mapping keys only:
+  `customer.items` is a key, never `dict.items`; the sandbox blocks the rest of Python;
+- a value from the context is data, printed and never parsed as a template: a customer named
+  "{{ 7*7 }}" is greeted as "{{ 7*7 }}";
+- an undefined name is an error (StrictUndefined) and `validate` checks, when the
+  configuration loads, that every dotted path a template reads exists: "customer.frist_name"
+  stops the daemon from starting instead of failing every send;
+- no autoescaping: SMS and plain-text e-mail are not HTML.
+
+Every failure, compiling or rendering, is a TemplateError.
 """
 
 from __future__ import annotations
 
-import re
+import difflib
 from collections.abc import Collection, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
+
+import jinja2
+from jinja2 import StrictUndefined, Undefined, meta, nodes
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 KNOWN_VARIABLES: frozenset[str] = frozenset(
     {
@@ -37,80 +47,63 @@ KNOWN_VARIABLES: frozenset[str] = frozenset(
         "unsubscribe.link",
     }
 )
+# unsubscribe.link only exists in e-mail (SMS opt-out is the STOP keyword).
+SMS_VARIABLES: frozenset[str] = KNOWN_VARIABLES - {"unsubscribe.link"}
 
-_OPEN = "{{"
-_CLOSE = "}}"
-_BLOCK = "{%"
-_SPACE_RE = re.compile(r"\s*")
-# Names start with a letter, which also keeps dunder names like __import__ out.
-_PATH_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]*(?:\.[A-Za-z][A-Za-z0-9_]*)*")
-_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_STRING_RE = re.compile(r""""((?:[^"\\]|\\.)*)"|'((?:[^'\\]|\\.)*)'""", re.DOTALL)
-_ESCAPE_RE = re.compile(r"\\(.)", re.DOTALL)
+# A message is one text: nothing to extend, include or import (and no loader to do it with).
+_UNSUPPORTED = (nodes.Extends, nodes.Include, nodes.Import, nodes.FromImport)
 _CENT = Decimal("0.01")
 
 
 class TemplateError(ValueError):
-    """A template that cannot be compiled, or that uses variables nobody provides."""
-
-
-@dataclass(frozen=True, slots=True)
-class _Placeholder:
-    path: tuple[str, ...]
-    default: str | None
+    """A template that cannot be compiled or rendered, or that uses variables nobody provides."""
 
 
 @dataclass(frozen=True, slots=True)
 class Template:
-    """A compiled template: literal text and placeholders, in order. Build with
-    `compile_template`."""
+    """A compiled template. Build with `compile_template`."""
 
     source: str
-    _parts: tuple[str | _Placeholder, ...]
-
-    @property
-    def variables(self) -> frozenset[str]:
-        """Every dotted path the template reads, e.g. "customer.first_name"."""
-        return frozenset(".".join(part.path) for part in self._placeholders())
+    variables: frozenset[str]  # every dotted path it reads from the context, e.g. "customer.name"
+    _jinja: jinja2.Template = field(repr=False, compare=False)
 
     def render(self, context: Mapping[str, Any]) -> str:
-        """Fill the placeholders from nested mappings.
+        """Fill the template from nested mappings (see `build_context`).
 
-        A value that is missing, None or blank renders the placeholder's default, or
-        nothing: "Hi {{ customer.first_name | default("there") }}" must read well
-        whether or not the shop recorded a first name.
+        None, a blank string or a mapping print as nothing, and `default(...)` applies to them:
+        "Hi {{ customer.first_name | default("there") }}" reads well whether or not the shop
+        recorded a first name.
         """
-        out: list[str] = []
-        for part in self._parts:
-            if isinstance(part, str):
-                out.append(part)
-                continue
-            text = _format_value(_lookup(context, part.path))
-            if not text.strip() and part.default is not None:
-                text = part.default
-            out.append(text)
-        return "".join(out)
-
-    def _placeholders(self) -> Iterator[_Placeholder]:
-        return (part for part in self._parts if isinstance(part, _Placeholder))
+        try:
+            return self._jinja.render(context)
+        except Exception as exc:  # tenant-written code: any failure in it is the template's
+            raise TemplateError(str(exc) or type(exc).__name__) from exc
 
 
 def compile_template(text: str) -> Template:
-    """Parse `text`, raising TemplateError with the line and column of any syntax error."""
-    return Template(text, tuple(_Parser(text).parse()))
+    """Parse `text`, raising TemplateError with the line of any syntax error, unknown filter or
+    test, or unsupported tag."""
+    try:
+        tree = _ENV.parse(text)
+        _check_names(tree)
+        variables = frozenset(_paths(tree, meta.find_undeclared_variables(tree)))
+        return Template(text, variables, _ENV.from_string(tree))
+    except jinja2.TemplateSyntaxError as exc:
+        message = (exc.message or "syntax error").rstrip(".")
+        raise TemplateError(f"line {exc.lineno}: {message}") from None
 
 
 def validate(template: Template, known: Collection[str] = KNOWN_VARIABLES) -> None:
     """Raise TemplateError naming every variable of `template` that is not in `known`.
 
     Called at configuration load, so a typo such as "customer.frist_name" stops the
-    daemon from starting instead of sending "Hi ," to every lead.
+    daemon from starting instead of failing every message at send time.
     """
     unknown = sorted(template.variables - frozenset(known))
     if not unknown:
         return
     noun = "variable" if len(unknown) == 1 else "variables"
-    names = ", ".join(f"'{name}'" for name in unknown)
+    names = ", ".join(f"'{name}'{_did_you_mean(name, known)}" for name in unknown)
     raise TemplateError(f"unknown {noun} {names}; known: {', '.join(sorted(known))}")
 
 
@@ -193,112 +186,93 @@ def format_money(amount: Decimal | float | int) -> str:
     return f"{sign}${abs(cents):,.2f}"
 
 
-class _Parser:
-    """Recursive descent over the source; positions are kept for error messages."""
+class _Environment(ImmutableSandboxedEnvironment):
+    """A dotted path or subscript on a mapping reads its keys, never its attributes."""
 
-    def __init__(self, text: str) -> None:
-        self._text = text
-        self._pos = 0
-        self._opening = 0  # where the placeholder being parsed starts
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        if isinstance(obj, Mapping):
+            return self._key(obj, attribute)
+        return super().getattr(obj, attribute)
 
-    def parse(self) -> list[str | _Placeholder]:
-        parts: list[str | _Placeholder] = []
-        text = self._text
-        while self._pos < len(text):
-            opening = text.find(_OPEN, self._pos)
-            literal_end = len(text) if opening < 0 else opening
-            stray = text.find(_CLOSE, self._pos, literal_end)
-            if stray >= 0:
-                raise self._error(f"'{_CLOSE}' without a matching '{_OPEN}'", stray)
-            block = text.find(_BLOCK, self._pos, literal_end)
-            if block >= 0:
-                # Say so rather than send Jinja-looking text to customers verbatim.
-                raise self._error(f"'{_BLOCK}' blocks are not supported", block)
-            if literal_end > self._pos:
-                parts.append(text[self._pos : literal_end])
-            if opening < 0:
-                break
-            self._opening = opening
-            self._pos = opening + len(_OPEN)
-            parts.append(self._placeholder())
-        return parts
+    def getitem(self, obj: Any, argument: Any) -> Any:
+        if isinstance(obj, Mapping):
+            return self._key(obj, argument)
+        return super().getitem(obj, argument)
 
-    def _placeholder(self) -> _Placeholder:
-        self._skip_space()
-        path = self._expect(_PATH_RE, "a variable name like customer.first_name")
-        self._skip_space()
-        default: str | None = None
-        if self._text.startswith("|", self._pos):
-            self._pos += 1
-            self._skip_space()
-            default = self._default_filter()
-            self._skip_space()
-        self._check_not_end()
-        if not self._text.startswith(_CLOSE, self._pos):
-            raise self._error(f"expected '{_CLOSE}' or '| default(\"...\")'", self._pos)
-        self._pos += len(_CLOSE)
-        return _Placeholder(tuple(path.group(0).split(".")), default)
+    def _key(self, obj: Mapping[Any, Any], key: Any) -> Any:
+        try:
+            return obj[key]
+        except (KeyError, TypeError):
+            return self.undefined(obj=obj, name=key)
 
-    def _default_filter(self) -> str:
-        self._check_not_end()
-        name = _NAME_RE.match(self._text, self._pos)
-        if name is None or name.group(0) != "default":
-            found = name.group(0) if name else self._text[self._pos : self._pos + 10]
-            raise self._error(
-                f"unknown filter '{found}'; only default(\"...\") is supported", self._pos
+
+def _default(value: object, fallback: object = "", boolean: bool = False) -> object:
+    """Jinja's `default`, also for values that print as nothing (None, blank, a mapping):
+    a shop that recorded no first name stores None or "", and "Hi ," must read "Hi there,"."""
+    if isinstance(value, Undefined) or not _format_value(value).strip():
+        return fallback
+    if boolean and not value:
+        return fallback
+    return value
+
+
+def _check_names(tree: nodes.Template) -> None:
+    """Unknown filters and tests fail here, even inside an `{% if %}` Jinja would only run later."""
+    for node in tree.find_all((nodes.Filter, nodes.Test)):
+        kind, known = (
+            ("filter", _ENV.filters) if isinstance(node, nodes.Filter) else ("test", _ENV.tests)
+        )
+        if node.name not in known:
+            raise jinja2.TemplateSyntaxError(
+                f"unknown {kind} '{node.name}'{_did_you_mean(node.name, known)}", node.lineno
             )
-        self._pos = name.end()
-        self._skip_space()
-        self._literal("(")
-        self._skip_space()
-        string = self._expect(_STRING_RE, 'a quoted string, as in default("there")')
-        self._skip_space()
-        self._literal(")")
-        raw = string.group(1) if string.group(1) is not None else string.group(2)
-        return _ESCAPE_RE.sub(r"\1", raw)
-
-    def _literal(self, char: str) -> None:
-        self._check_not_end()
-        if not self._text.startswith(char, self._pos):
-            raise self._error(f"expected '{char}'", self._pos)
-        self._pos += len(char)
-
-    def _expect(self, pattern: re.Pattern[str], what: str) -> re.Match[str]:
-        self._check_not_end()
-        match = pattern.match(self._text, self._pos)
-        if match is None:
-            raise self._error(f"expected {what}", self._pos)
-        self._pos = match.end()
-        return match
-
-    def _skip_space(self) -> None:
-        match = _SPACE_RE.match(self._text, self._pos)
-        assert match is not None  # \s* always matches
-        self._pos = match.end()
-
-    def _check_not_end(self) -> None:
-        if self._pos >= len(self._text):
-            raise self._error(f"unclosed '{_OPEN}'", self._opening)
-
-    def _error(self, message: str, pos: int) -> TemplateError:
-        line = self._text.count("\n", 0, pos) + 1
-        column = pos - (self._text.rfind("\n", 0, pos) + 1) + 1
-        snippet = self._text[pos : pos + 20].split("\n", 1)[0]
-        return TemplateError(f"{message} at line {line}, column {column} (near {snippet!r})")
+    for unsupported in tree.find_all(_UNSUPPORTED):
+        raise jinja2.TemplateSyntaxError(
+            "a message is one template: no extends, include or import", unsupported.lineno
+        )
 
 
-def _lookup(context: Mapping[str, Any], path: tuple[str, ...]) -> object:
-    """Walk nested mappings only; anything else along the way means "missing"."""
-    current: object = context
-    for key in path:
-        if not isinstance(current, Mapping) or key not in current:
+def _paths(node: nodes.Node, roots: Collection[str]) -> Iterator[str]:
+    """Dotted paths read from the context: `customer.first_name`, `customer['name']`, `lead`.
+    Names the template binds itself (`{% set %}`, loop variables) are not in `roots`."""
+    chain = _chain(node)
+    if chain is not None:
+        if chain[0] in roots:
+            yield ".".join(chain)
+        return
+    for child in node.iter_child_nodes():
+        yield from _paths(child, roots)
+
+
+def _chain(node: nodes.Node) -> list[str] | None:
+    """`a.b['c']` as ["a", "b", "c"]; None when the expression is not a plain path."""
+    keys: list[str] = []
+    while True:
+        if isinstance(node, nodes.Getattr):
+            keys.append(node.attr)
+            node = node.node
+        elif (
+            isinstance(node, nodes.Getitem)
+            and isinstance(node.arg, nodes.Const)
+            and isinstance(node.arg.value, str)
+        ):
+            keys.append(node.arg.value)
+            node = node.node
+        elif isinstance(node, nodes.Name) and node.ctx == "load":
+            return [node.name, *reversed(keys)]
+        else:
             return None
-        current = current[key]
-    return current
+
+
+def _did_you_mean(name: str, known: Collection[str]) -> str:
+    near = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.8)
+    return f" (did you mean '{near[0]}'?)" if near else ""
 
 
 def _format_value(value: object) -> str:
     """Plain text for a context value: no float noise ("2019", "45.5"), no exponents."""
+    if isinstance(value, Undefined):
+        return str(value)  # StrictUndefined: raises, naming what is undefined
     if value is None or isinstance(value, Mapping):
         return ""
     if isinstance(value, str):
@@ -335,3 +309,17 @@ def _clean(value: object) -> Any:
         value = value.strip()
         return value or None
     return value
+
+
+# Built once: compiling and rendering never change it. No globals (range, lipsum, ...): a
+# template sees only its context. `attr` reaches attributes and `pprint` dumps Python reprs;
+# neither belongs in a text to a customer.
+_ENV = _Environment(
+    undefined=StrictUndefined,
+    autoescape=False,
+    finalize=_format_value,
+    keep_trailing_newline=True,
+)
+_ENV.globals.clear()
+_ENV.filters["default"] = _ENV.filters["d"] = _default
+del _ENV.filters["attr"], _ENV.filters["pprint"]

@@ -152,7 +152,7 @@ async def test_personal_data_never_reaches_a_log_line_or_a_response_body(databas
             assert (await http.post_sendgrid(base, events, signer)).status == 200
             [session] = await sql(
                 url,
-                "SELECT cs.token FROM chat_sessions cs JOIN leads l ON l.id = cs.lead_id"
+                "SELECT cs.unsubscribe_token FROM chat_sessions cs JOIN leads l ON l.id = cs.lead_id"
                 " WHERE l.phone = $1",
                 polled.phone,
             )

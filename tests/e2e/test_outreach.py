@@ -165,8 +165,8 @@ async def test_three_step_sequence_across_controlled_time(
         }
         assert body["subject"] == "Your estimate at Acme Auto Care Downtown"
         text = body["content"][0]["value"]
-        [session] = await sql(database_url, "SELECT token FROM chat_sessions")
-        unsubscribe = f"https://leads.example.com/unsubscribe/{session['token']}"
+        [session] = await sql(database_url, "SELECT token, unsubscribe_token FROM chat_sessions")
+        unsubscribe = f"https://leads.example.com/unsubscribe/{session['unsubscribe_token']}"
         assert "for your 2016 Honda Civic: Oil change ($49.99) (total $49.99)" in text
         assert (
             "Today: 8:00 AM–6:00 PM" in text

@@ -121,7 +121,8 @@ def test_unknown_key_without_a_close_match_lists_allowed_keys(tmp_path: Path) ->
     data["http"]["zzz"] = 1
     [problem] = problems_of(tmp_path, data)
     assert problem == (
-        "leadd.yaml: http.zzz: unknown key; allowed here: host, max_body_bytes, port, public_url"
+        "leadd.yaml: http.zzz: unknown key; allowed here: body_timeout, header_timeout, "
+        "host, max_body_bytes, max_connections, port, public_url"
     )
 
 
@@ -416,3 +417,42 @@ def test_warnings_name_settings_that_load_but_will_not_work() -> None:
 
     fine = configmod.build(base_config(), source="t.yaml", env={})
     assert configmod.warnings(fine) == []
+
+
+# --------------------------------------------------------------------------- structure
+
+
+def test_absent_keys_take_the_dataclass_defaults() -> None:
+    """Defaults are written once, on the model: a config that sets nothing in a section gets
+    exactly the section's dataclass defaults."""
+    data = base_config()
+    for section in (
+        "http",
+        "shopmonkey",
+        "twilio",
+        "touchpoints",
+        "compliance",
+        "leads",
+        "shutdown_timeout",
+    ):
+        data.pop(section, None)
+    cfg = configmod.build(data, source="t.yaml", env={})
+    assert cfg.http == configmod.HttpConfig()
+    assert cfg.http.public_url == "http://127.0.0.1:3000"
+    assert cfg.shopmonkey == configmod.ShopmonkeyConfig()
+    assert cfg.twilio == configmod.TwilioConfig()
+    assert cfg.touchpoints == configmod.TouchpointsConfig()
+    assert cfg.compliance == configmod.ComplianceConfig()
+    assert cfg.leads == configmod.LeadsConfig()
+    assert cfg.shutdown_timeout == configmod.Config.shutdown_timeout
+
+
+def test_config_does_not_import_sequences() -> None:
+    """The config package sits below sequences (which reads Config): loading a configuration,
+    template checks included, never imports sequences, so there is no import circle."""
+    code = (
+        "import sys, leadd.config; leadd.config.demo(env={}); "
+        "assert 'leadd.sequences' not in sys.modules"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
