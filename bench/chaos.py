@@ -1,7 +1,7 @@
 """The chaos scenarios of tests/chaos at full size, with the real waits CI skips.
 
     LEADD_TEST_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/test \\
-        .venv/bin/python bench/chaos.py kill9 | outage | storms | two-daemons | all
+        .venv/bin/python bench/chaos.py kill9 | outage | storms | two-daemons | all [--own-postgres]
 
 - kill9: SIGKILL during a burst of 500 leads; the dead daemon's leases (touch points 30 s,
   enrichment 60 s) run out for real before the restart's work is done.
@@ -11,6 +11,9 @@
   30 s over 100 leads.
 - two-daemons: 1,000 leads over two daemons, the poll leader killed, the takeover measured
   against the real 60 s lease.
+
+`--own-postgres` runs each scenario on a PostgreSQL server of its own (initdb on a free port)
+instead of $LEADD_TEST_DATABASE_URL's; the outage scenario always has its own.
 
 Each prints the numbers its scenario measured (JSON) and whether every promise held; leaks
 found by the scanner (tests/chaos/pii.py) count as a broken promise. Exit status 1 if any
@@ -32,7 +35,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `tests` is not installed
 
 from tests.chaos import scenarios  # noqa: E402
-from tests.chaos.harness import scratch_database  # noqa: E402
+from tests.chaos.harness import bench_database, cancel_on_sigterm  # noqa: E402
 from tests.chaos.pii import PiiScanner  # noqa: E402
 
 Scenario = Callable[[scenarios.Chaos, str], Awaitable[dict[str, Any]]]
@@ -76,11 +79,11 @@ RUNS: dict[str, list[tuple[str, Scenario]]] = {
 RUNS["all"] = [run for name in ("kill9", "outage", "storms", "two-daemons") for run in RUNS[name]]
 
 
-async def one(name: str, scenario: Scenario) -> dict[str, Any]:
+async def one(name: str, scenario: Scenario, own_server: bool = False) -> dict[str, Any]:
     scanner = PiiScanner()
     started = time.monotonic()
     result: dict[str, Any] = {"scenario": name}
-    async with scratch_database("chaos") as url:
+    async with bench_database("chaos", own_server=own_server) as url:
         try:
             async with scenarios.chaos_world(scanner) as chaos:
                 result["numbers"] = await scenario(chaos, url)
@@ -96,10 +99,11 @@ async def one(name: str, scenario: Scenario) -> dict[str, Any]:
     return result
 
 
-async def main(which: str) -> int:
+async def main(which: str, own_server: bool) -> int:
+    cancel_on_sigterm()
     ok = True
     for name, scenario in RUNS[which]:
-        result = await one(name, scenario)
+        result = await one(name, scenario, own_server)
         print(json.dumps(result, indent=2, default=str), flush=True)
         ok = ok and result["ok"]
     return 0 if ok else 1
@@ -108,4 +112,6 @@ async def main(which: str) -> int:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("which", choices=sorted(RUNS))
-    sys.exit(asyncio.run(main(parser.parse_args().which)))
+    parser.add_argument("--own-postgres", action="store_true", help="a PostgreSQL of its own")
+    args = parser.parse_args()
+    sys.exit(asyncio.run(main(args.which, args.own_postgres)))

@@ -2,9 +2,9 @@
 leaks and broken promises.
 
     LEADD_TEST_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/test \\
-        .venv/bin/python bench/soak.py [--minutes 30] [--rate 2] [--out soak.json]
+        .venv/bin/python bench/soak.py [--minutes 30] [--rate 2] [--out soak.json] [--own-postgres]
 
-A fresh database on that server (dropped after), the fake Twilio, SendGrid and Shopmonkey of
+A fresh database on that server (or, with --own-postgres, on a PostgreSQL of its own), the fake Twilio, SendGrid and Shopmonkey of
 tests/fakes in this process, and the daemon as a child process. Every `1/rate` seconds a new
 lead arrives: a signed webhook with the customer embedded (60 %), a webhook whose customer
 enrichment must fetch (20 %), or an order only the poller finds (20 %); one e-mail in ten has
@@ -55,12 +55,13 @@ from tests.chaos.harness import (  # noqa: E402
     Http,
     Person,
     SendGridSigner,
+    bench_database,
+    cancel_on_sigterm,
     connections_to,
     daemon_config,
     metric,
     order,
     scalar,
-    scratch_database,
     sql,
     wait_until,
 )
@@ -231,8 +232,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     warmup = max(60.0, duration * 0.1)
     crowd_size = int(duration * args.rate) + 50
     scanner = PiiScanner()
+    cancel_on_sigterm()
     async with (
-        scratch_database("soak") as url,
+        bench_database("soak", own_server=args.own_postgres) as url,
         chaos_world(scanner) as chaos,
         FakeTwilio() as twilio,
         FakeSendGrid() as sendgrid,
@@ -380,6 +382,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, help="also write the result (JSON) here")
     parser.add_argument("--samples", action="store_true", help="include every sample")
     parser.add_argument("--verbose", action="store_true", help="print samples as they come")
+    parser.add_argument("--own-postgres", action="store_true", help="a PostgreSQL of its own")
     args = parser.parse_args()
     result = asyncio.run(run(args))
     text = json.dumps(result, indent=2)

@@ -7,12 +7,14 @@ Used by tests/chaos (small sizes, assertions) and by bench/ (full sizes, numbers
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime as dt
 import json
 import os
 import random
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -511,3 +513,29 @@ async def scratch_database(prefix: str) -> AsyncIterator[str]:
             await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         finally:
             await conn.close()
+
+
+@asynccontextmanager
+async def bench_database(prefix: str, *, own_server: bool) -> AsyncIterator[str]:
+    """A fresh database for a bench run: on $LEADD_TEST_DATABASE_URL's server, or with
+    `own_server` on a PostgreSQL of the run's own (a shared server may be short of
+    connections, and then every number is about the neighbours)."""
+    if not own_server:
+        async with scratch_database(prefix) as url:
+            yield url
+        return
+    pg = await asyncio.to_thread(LocalPostgres().init)
+    try:
+        yield await pg.create_database(prefix)
+    finally:
+        await asyncio.to_thread(pg.destroy)
+
+
+def cancel_on_sigterm() -> None:
+    """SIGTERM/SIGINT cancel the running task, so a bench run stopped early still stops its
+    daemons and drops its database (the default SIGTERM skips every `finally`)."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, task.cancel)
