@@ -72,6 +72,7 @@ RUNS: dict[str, list[tuple[str, Scenario]]] = {
     "outage": [("outage", outage)],
     "storms": [
         ("twilio-sendgrid-storm", twilio_sendgrid_storm),
+        ("twilio-retry-after-a-day", retry_after_a_day),
         ("shopmonkey-storm", shopmonkey_storm),
     ],
     "two-daemons": [("two-daemons", two_daemons)],

@@ -393,11 +393,13 @@ async def twilio_and_sendgrid_storm(
         sendgrid.calm()
         # Sends go through again, but Twilio's message list stays down until reconciliation
         # of the ambiguous sends has tried to look (and must not guess).
+        held = 60 + (60 if long_retry_after else 0)  # + the Retry-After cap
         try:
-            await wait_for(lambda: twilio.storm_answers["GET 503-html"] > 0, timeout=60)
+            await wait_for(lambda: twilio.storm_answers["GET 503-html"] > 0, timeout=held)
         except AssertionError:
             raise AssertionError(
-                "no reconciliation within 60 s of the sends recovering: the send loop is still"
+                f"no reconciliation within {held} s of the sends recovering: the send loop is"
+                " still"
                 " held (by a provider answer?); touch points: "
                 f"{await touch_point_states(database_url)}"
             ) from None

@@ -671,6 +671,8 @@ def test_hostile_polled_orders_never_stop_the_poller(world: World) -> None:
 
     @fuzz(6, shrink=False)
     @given(batch=st.lists(ORDER, min_size=1, max_size=6))
+    @example(batch=[{"id": 123}, {"id": str(uuid.uuid4()), "complaint": "a\x00b"}])
+    @example(batch=[{"id": "\ud800"}, {"id": str(uuid.uuid4()), "customer": {"firstName": 7}}])
     def poll_batch(batch: list[dict[str, Any]]) -> None:
         now = dt.datetime.now(dt.UTC)
         for i, bad in enumerate(batch):
