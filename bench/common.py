@@ -211,7 +211,7 @@ def webhook_body(data: Mapping[str, Any]) -> bytes:
 
 async def post_webhook(http: aiohttp.ClientSession, base_url: str, body: bytes) -> int:
     """POST one freshly signed order webhook; the HTTP status."""
-    from leadd.providers.shopmonkey import sign_webhook
+    from leadd.providers.shopmonkey_webhook import sign_webhook
 
     headers = sign_webhook(
         body, SECRET, msg_id=f"msg_{uuid.uuid4().hex}", timestamp=int(time.time())
