@@ -1,4 +1,4 @@
-"""Command line: `leadd run | check-config | migrate | send-test-lead`."""
+"""Command line: `leadd run | check-config | migrate | send-test-lead | hash-password`."""
 
 from __future__ import annotations
 
@@ -110,6 +110,29 @@ def cmd_send_test_lead(args: argparse.Namespace) -> int:
     return asyncio.run(send_test_lead(cfg, url=args.url))
 
 
+def cmd_hash_password(args: argparse.Namespace) -> int:
+    """Print an Argon2id hash for `staff[].password_hash`. The password is asked twice on a
+    terminal, or read as one line from standard input (never from the command line, where
+    other users and the shell history could see it)."""
+    import getpass
+
+    from leadd.conversations.staff import hash_password
+
+    if sys.stdin.isatty():
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Again: ") != password:
+            print("leadd: the passwords differ", file=sys.stderr)
+            return 1
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    try:
+        print(hash_password(password))
+    except ValueError as exc:
+        print(f"leadd: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="leadd", description=__doc__)
     subparsers = parser.add_subparsers(dest="command", required=True)
@@ -128,6 +151,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.set_defaults(fn=fn)
         if name == "send-test-lead":
             p.add_argument("--url", help="leadd base URL (default: from http.host/port)")
+    p = subparsers.add_parser(
+        "hash-password", help="print an Argon2id hash for a staff user's password_hash"
+    )
+    p.set_defaults(fn=cmd_hash_password)
     args = parser.parse_args(argv)
     try:
         return int(args.fn(args))

@@ -10,12 +10,12 @@ retried later; touch points go ahead with the channels that are known.
 from __future__ import annotations
 
 import datetime as dt
-import secrets
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
 from leadd import leads, phones
+from leadd.conversations import links
 from leadd.db import Q
 from leadd.logs import get_logger
 from leadd.providers import shopmonkey as sm
@@ -155,18 +155,18 @@ async def _save(
         status,
         None if status == "done" else retry,
         error,
-        secrets.token_urlsafe(24),
+        links.session_hash(cfg, row["id"]),
         cfg.leads.dedupe_window,
     )
     # The save is what releases the lead's touch points (status leaves 'pending'), so the
     # decisions that must stop them (demo filter, dedupe) commit with it, never after.
     if cfg.demo_mode and (phone or email) and not leads.is_test_contact(phone, email):
         async with db.transaction() as conn:
-            await conn.execute(Q["save_enrichment"], db.tenant_id, *args, False)
+            await conn.execute(Q["save_enrichment"], db.tenant_id, *args, False, cfg.chat.link_ttl)
             await leads.advance(db, row["id"], "lost", "demo_mode.filtered", conn=conn)
         log.info("lead.demo_filtered", lead_id=str(row["id"]))
         return
     dedupe = bool(phone or email) and row["attached_to"] is None
-    saved = await db.fetchrow("save_enrichment", *args, dedupe)
+    saved = await db.fetchrow("save_enrichment", *args, dedupe, cfg.chat.link_ttl)
     if saved is not None and saved["attached_to"] is not None:
         log.info("lead.attached", lead_id=str(row["id"]), attached_to=str(saved["attached_to"]))

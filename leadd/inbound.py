@@ -9,11 +9,13 @@ from typing import Any
 
 from aiohttp import web
 
-from leadd import compliance, leads, metrics
+from leadd import compliance, metrics
+from leadd.conversations import replies
 from leadd.db import Q
 from leadd.logs import get_logger
 from leadd.providers import sendgrid as sg
 from leadd.providers import twilio as tw
+from leadd.store.conversations import ConversationStore
 from leadd.web import DAEMON, json_error
 
 log = get_logger(__name__)
@@ -103,9 +105,13 @@ async def twilio_sms(request: web.Request) -> web.StreamResponse:
         # "Yes" is an opt-in keyword and also the usual answer to "want us to book it?": it is
         # a reply like any other, so the lead is engaged and automated follow-ups stop.
         if keyword in (None, "opt_in") and lead_id is not None:
-            await leads.advance(db, lead_id, "engaged", "sms.reply", {"message_sid": sid}, conn)
-            # Stop-on-reply: a person is talking now; automated follow-ups would talk over them.
-            await conn.execute(Q["cancel_lead_touchpoints"], tenant, lead_id, "customer replied")
+            await replies.customer_replied(  # the same step as a message on the chat page
+                ConversationStore(db.pool, tenant),
+                lead_id,
+                cause="sms.reply",
+                detail={"message_sid": sid},
+                conn=conn,
+            )
     log.info("sms.inbound", phone=phone, keyword=keyword, lead_id=str(lead_id) if lead_id else None)
     if keyword == "help":
         return twiml(_help_text(daemon))

@@ -23,6 +23,7 @@ import asyncpg
 from leadd import compliance, leads, metrics, phones, sequences, templates
 from leadd.backoff import Backoff
 from leadd.config import Config, Location, SequenceStep
+from leadd.conversations import links
 from leadd.db import Q
 from leadd.logs import get_logger
 from leadd.providers.result import SendResult
@@ -34,6 +35,9 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 
 AMBIGUOUS_CODES = frozenset({"timeout", "connection"})
+# A person's reply from the staff inbox (leadd.conversations.replies): a touch point whose text
+# is written (preset_body), not rendered from a step.
+STAFF_REPLY = SequenceStep(name="staff_reply", channel="sms", template="(written by staff)")
 FIRST_ACK_GRACE = dt.timedelta(minutes=15)
 
 
@@ -80,6 +84,12 @@ class Outreach:
         cfg = self.cfg
         step = sequences.step_of(cfg, row["sequence"], row["step_index"])
         location = cfg.location(row["location_id"]) or cfg.locations[0]
+        if row["preset_body"] is not None:
+            # Sent whatever the lead's state or sequence: a person wrote it. Opt-out applies.
+            if not row["phone"]:
+                return await self._finish(row, "failed", "no phone for this lead")
+            async with self._phone_lock(row["phone"]):
+                return await self._deliver(row, STAFF_REPLY, location, row["phone"])
         if step is None:
             return await self._finish(row, "skipped", "step no longer in the sequence config")
         if row["attached_to"] is not None:
@@ -183,6 +193,8 @@ class Outreach:
     ) -> dt.datetime | None:
         """When the step must wait: quiet hours (SMS), business hours, frequency cap (SMS)."""
         cfg = self.cfg
+        if row["preset_body"] is not None:
+            return None  # quiet hours and the daily cap govern automated messages, not replies
         candidates: list[dt.datetime] = []
         if step.channel == "sms":
             # The instant acknowledgement answers the customer's own request, so it may go at
@@ -212,6 +224,8 @@ class Outreach:
     def _render(
         self, row: asyncpg.Record, step: SequenceStep, location: Location, now: dt.datetime
     ) -> tuple[str | None, str]:
+        if row["preset_body"] is not None:
+            return None, str(row["preset_body"])
         context = self.context(row, location, now)
         body = sequences.compiled(step.template).render(context).strip()
         subject = sequences.compiled(step.subject).render(context).strip() if step.subject else None
@@ -219,7 +233,7 @@ class Outreach:
 
     def context(self, row: asyncpg.Record, location: Location, now: dt.datetime) -> dict[str, Any]:
         cfg = self.cfg
-        token = row["chat_token"]
+        token = self._chat_token(row)
         return templates.build_context(
             customer={"first_name": row["first_name"], "last_name": row["last_name"]},
             vehicle=row["vehicle"] or {},
@@ -236,8 +250,11 @@ class Outreach:
             unsubscribe_link=self.unsubscribe_url(row),
         )
 
+    def _chat_token(self, row: asyncpg.Record) -> str | None:
+        return links.link_token(self.cfg, row["lead_id"], row["chat_token_hash"])
+
     def unsubscribe_url(self, row: asyncpg.Record) -> str | None:
-        token = row["chat_token"]
+        token = self._chat_token(row)
         return f"{self.cfg.http.public_url}/unsubscribe/{token}" if token else None
 
     def _email_footer(self, body: str, location: Location, row: asyncpg.Record) -> str:

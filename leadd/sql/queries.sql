@@ -131,14 +131,14 @@ RETURNING *;
 
 -- name: save_enrichment
 -- What enrichment learned, in one statement with what must commit with it: the lead's chat
--- session (an unguessable token for chat and unsubscribe links; here rather than in
+-- session (the hash of its chat-link token $12, expiring after $15 s; here rather than in
 -- insert_lead to keep the webhook's transaction small) and, when $14, dedupe of people: the
 -- oldest open, unattached lead of the same phone or e-mail within the window ($13 s) becomes
 -- this lead's `attached_to`, and this lead's pending touch points are cancelled. Leaving
 -- 'pending' releases the touch points, so a duplicate can never be texted in between.
 WITH chat AS (
-    INSERT INTO chat_sessions (id, tenant_id, lead_id, token)
-    VALUES (gen_random_uuid(), $1, $2, $12)
+    INSERT INTO chat_sessions (id, tenant_id, lead_id, token_hash, expires_at)
+    VALUES (gen_random_uuid(), $1, $2, $12, now() + make_interval(secs => $15))
     ON CONFLICT (tenant_id, lead_id) DO NOTHING
 ), other AS (
     SELECT id FROM leads
@@ -220,7 +220,7 @@ WITH claimed AS (
 )
 SELECT c.*, l.state AS lead_state, l.location_id, l.first_name, l.last_name, l.phone, l.email,
        l.vehicle, l.services, l.order_number, l.attached_to, l.created_at AS lead_created_at,
-       cs.token AS chat_token
+       cs.token_hash AS chat_token_hash
 FROM claimed c
 JOIN leads l ON l.tenant_id = c.tenant_id AND l.id = c.lead_id
 LEFT JOIN chat_sessions cs ON cs.tenant_id = c.tenant_id AND cs.lead_id = c.lead_id;
@@ -315,7 +315,14 @@ WITH attempt AS (
     INSERT INTO chat_messages (tenant_id, lead_id, session_id, direction, channel, address, body, provider_id)
     SELECT $1, $3, cs.id, 'outbound', $4, $10, $11, $6
     FROM (SELECT 1) one LEFT JOIN chat_sessions cs ON cs.tenant_id = $1 AND cs.lead_id = $3
+    -- a staff reply's line exists since it was written (staff_line below)
+    WHERE NOT EXISTS (SELECT 1 FROM touch_points
+                      WHERE tenant_id = $1 AND id = $2 AND chat_message_id IS NOT NULL)
     ON CONFLICT (tenant_id, provider_id) WHERE provider_id IS NOT NULL DO NOTHING
+), staff_line AS (
+    UPDATE chat_messages m SET provider_id = $6
+    FROM touch_points tp
+    WHERE tp.tenant_id = $1 AND tp.id = $2 AND m.tenant_id = $1 AND m.id = tp.chat_message_id
 )
 SELECT count(*) AS moved FROM moved;
 
@@ -353,8 +360,9 @@ ORDER BY (state IN ('completed', 'lost')), created_at DESC
 LIMIT 1;
 
 -- name: lead_by_chat_token
+-- Only the token's hash is stored (0007_conversations.sql).
 SELECT l.id, l.email, l.phone FROM chat_sessions cs JOIN leads l ON l.tenant_id = cs.tenant_id AND l.id = cs.lead_id
-WHERE cs.tenant_id = $1 AND cs.token = $2;
+WHERE cs.tenant_id = $1 AND cs.token_hash = sha256(convert_to($2, 'UTF8'));
 
 -- name: upsert_message_status
 -- Callbacks arrive late, twice or out of order: a status never moves backwards in rank.

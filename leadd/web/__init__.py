@@ -95,4 +95,15 @@ def create_app(daemon: Daemon) -> web.Application:
     from leadd import webhooks  # the provider endpoints live in their own module
 
     webhooks.setup_routes(app)
+    from leadd.web import pages  # customer chat page and staff inbox
+
+    pages.setup(
+        app,
+        pages.DepsSource(
+            config=daemon.config,
+            database=lambda: daemon.db,
+            ready=daemon.db_ready,
+            wake=daemon.wake_touchpoints.set,
+        ),
+    )
     return app

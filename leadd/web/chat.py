@@ -1,0 +1,163 @@
+"""The customer's chat page, `/c/{token}`: the link in the first SMS.
+
+The token in the path is the credential (256 bits, unknown to any other site), so the page has
+no cookie; its forms post back to the same path. Every answer goes through `find_session`:
+an unknown link is 404 and an expired one 410, both a friendly page with the shop's phone and
+nothing of any lead.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from leadd.conversations import booking, chatpage, replies
+from leadd.conversations.chatpage import ChatPage, Gone
+from leadd.conversations.deps import Deps
+from leadd.store.chat_models import ChatSession
+from leadd.web import live
+from leadd.web.pages import deps_or_none, form, not_ready, render
+
+GONE_TITLES = {404: "This link does not work", 410: "This link has expired"}
+
+
+def setup_routes(app: web.Application) -> None:
+    app.router.add_get("/c/{token}", page)
+    app.router.add_get("/c/{token}/thread", thread)
+    app.router.add_post("/c/{token}/messages", post_message)
+    app.router.add_post("/c/{token}/appointment", post_appointment)
+    app.router.add_get("/c/{token}/events", events)
+
+
+async def _session(request: web.Request) -> tuple[Deps, ChatSession] | web.Response:
+    deps = deps_or_none(request)
+    if deps is None:
+        return not_ready(request)
+    found = await chatpage.find_session(deps, request.match_info["token"])
+    if isinstance(found, Gone):
+        return render(
+            request,
+            "chat_gone.html",
+            {"title": GONE_TITLES[found.status], "status": found.status, "shop": found.shop},
+            found.status,
+        )
+    return deps, found
+
+
+async def page(request: web.Request) -> web.Response:
+    found = await _session(request)
+    if isinstance(found, web.Response):
+        return found
+    deps, session = found
+    return await _render_page(request, deps, await chatpage.open_page(deps, session))
+
+
+async def _render_page(
+    request: web.Request,
+    deps: Deps,
+    view: ChatPage,
+    *,
+    status: int = 200,
+    error: str | None = None,
+    booking_error: str | None = None,
+    draft: str = "",
+) -> web.Response:
+    location = deps.config.location(view.session.location_id) or deps.config.locations[0]
+    context: dict[str, Any] = {
+        "view": view,
+        "token": request.match_info["token"],
+        "tz": location.timezone,
+        "now": deps.clock(),
+        "error": error,
+        "booking_error": booking_error,
+        "draft": draft,
+        "max_length": replies.MAX_CUSTOMER_MESSAGE,
+        "days": _by_day(view.slots),
+    }
+    return render(request, "chat.html", context, status)
+
+
+def _by_day(slots: tuple[booking.Slot, ...]) -> list[tuple[str, list[booking.Slot]]]:
+    days: dict[str, list[booking.Slot]] = {}
+    for slot in slots:
+        days.setdefault(slot.day, []).append(slot)
+    return list(days.items())
+
+
+async def thread(request: web.Request) -> web.Response:
+    """The conversation alone: what the live script swaps in after an update."""
+    found = await _session(request)
+    if isinstance(found, web.Response):
+        return found
+    deps, session = found
+    location = deps.config.location(session.location_id) or deps.config.locations[0]
+    context = {
+        "messages": await chatpage.thread(deps, session),
+        "shop_name": location.name,
+        "tz": location.timezone,
+    }
+    return render(request, "chat_thread.html", context)
+
+
+async def post_message(request: web.Request) -> web.Response:
+    found = await _session(request)
+    if isinstance(found, web.Response):
+        return found
+    deps, session = found
+    text = (await form(request)).get("body", "")
+    try:
+        await replies.post_customer_message(deps, session, text)
+    except replies.BadMessage as exc:
+        view = await chatpage.open_page(deps, session)
+        return await _render_page(request, deps, view, status=400, error=str(exc), draft=text)
+    except replies.RateLimited:
+        view = await chatpage.open_page(deps, session)
+        error = "You are sending messages quickly. Wait a minute, then send again."
+        return await _render_page(request, deps, view, status=429, error=error, draft=text)
+    raise web.HTTPSeeOther(f"/c/{request.match_info['token']}#latest")
+
+
+async def post_appointment(request: web.Request) -> web.Response:
+    found = await _session(request)
+    if isinstance(found, web.Response):
+        return found
+    deps, session = found
+    value = (await form(request)).get("slot", "")
+    try:
+        await booking.request_appointment(deps, session, value)
+    except booking.UnknownSlot:
+        view = await chatpage.open_page(deps, session)
+        error = (
+            "Please pick one of the times listed."
+            if not value
+            else ("That time is no longer available. Please pick another.")
+        )
+        return await _render_page(request, deps, view, status=400, booking_error=error)
+    except replies.RateLimited:
+        view = await chatpage.open_page(deps, session)
+        error = "Too many requests at once. Wait a minute, then try again."
+        return await _render_page(request, deps, view, status=429, booking_error=error)
+    raise web.HTTPSeeOther(f"/c/{request.match_info['token']}#booking")
+
+
+async def events(request: web.Request) -> web.StreamResponse:
+    """This conversation's updates. While it is connected the page counts as open."""
+    found = await _session(request)
+    if isinstance(found, web.Response):
+        return found
+    deps, session = found
+    await deps.store.touch_seen(lead_id=session.lead_id, at=deps.clock())
+
+    async def still_open() -> bool:
+        if session.expires_at <= deps.clock():
+            return False
+        await deps.store.touch_seen(lead_id=session.lead_id, at=deps.clock())
+        return True
+
+    response = await live.stream(
+        request, live.for_lead(session.lead_id), customer=True, on_tick=still_open
+    )
+    if not request.app[live.HUB].closing:  # not our shutdown: the page went away
+        await chatpage.page_closed(deps, session)
+    return response

@@ -1,0 +1,337 @@
+"""The staff inbox, `/inbox`: sign-in, the conversation list, one conversation and its actions.
+
+Every page and action needs a signed-in session (a page redirects to the sign-in form; a
+fragment or an event stream answers 401). Every form carries a CSRF token bound to the session
+cookie; a post without it changes nothing (403). A lead of a location the person may not see
+is "not found" (404), like one that does not exist.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from leadd import leads
+from leadd.config import StaffUser
+from leadd.conversations import inbox, replies, staff
+from leadd.conversations.deps import Deps
+from leadd.web import live
+from leadd.web.pages import deps_or_none, error_page, form, not_ready, parse_uuid, render
+
+COOKIE = "leadd_staff"
+SIGNIN_COOKIE = "leadd_signin"  # binds the sign-in form's CSRF token before there is a session
+SENT_NOTES = {
+    "web": "Shown on the customer's chat page (it is open now).",
+    "sms": "Sent by text message.",
+}
+
+
+def setup_routes(app: web.Application) -> None:
+    r = app.router
+    r.add_get("/inbox/sign-in", signin_page)
+    r.add_post("/inbox/sign-in", signin)
+    r.add_post("/inbox/sign-out", signout)
+    r.add_get("/inbox", conversations)
+    r.add_get("/inbox/list", conversations_part)
+    r.add_get("/inbox/events", events)
+    r.add_get("/inbox/leads/{lead_id}", conversation)
+    r.add_get("/inbox/leads/{lead_id}/timeline", conversation_part)
+    r.add_post("/inbox/leads/{lead_id}/reply", reply)
+    r.add_post("/inbox/leads/{lead_id}/state", set_state)
+    r.add_post("/inbox/leads/{lead_id}/appointments/{request_id}/confirm", confirm)
+    r.add_post("/inbox/leads/{lead_id}/{action:pause|resume|assign}", lead_action)
+
+
+@dataclass(frozen=True)
+class Staff:
+    deps: Deps
+    user: StaffUser
+    csrf: str
+
+
+async def _staff(request: web.Request, *, page: bool = True) -> Staff | web.Response:
+    deps = deps_or_none(request)
+    if deps is None:
+        return not_ready(request)
+    session = request.cookies.get(COOKIE)
+    user = await staff.current_user(deps, session)
+    if user is None or session is None:
+        if page and request.method == "GET":
+            raise web.HTTPSeeOther("/inbox/sign-in")
+        return error_page(request, 401, "Please sign in", "Sign in to the inbox first.")
+    return Staff(deps, user, staff.csrf_token(session))
+
+
+async def _staff_post(request: web.Request) -> tuple[Staff, dict[str, str]] | web.Response:
+    """A signed-in form post with a valid CSRF token, and its fields."""
+    who = await _staff(request, page=False)
+    if isinstance(who, web.Response):
+        return who
+    fields = await form(request)
+    if not staff.csrf_ok(request.cookies.get(COOKIE), fields.get("csrf")):
+        return error_page(
+            request,
+            403,
+            "This form has expired",
+            "Nothing was changed. Reload the page and try again.",
+        )
+    return who, fields
+
+
+def _context(who: Staff, **extra: Any) -> dict[str, Any]:
+    return {"user": who.user, "csrf": who.csrf, "now": who.deps.clock(), **extra}
+
+
+def _cookie(response: web.StreamResponse, request: web.Request, name: str, value: str) -> None:
+    secure = request.app[SECURE_KEY]
+    response.set_cookie(
+        name,
+        value,
+        path="/inbox",
+        httponly=True,
+        samesite="Lax",
+        secure=secure,
+        max_age=int(staff.SESSION_TTL.total_seconds()),
+    )
+
+
+SECURE_KEY: web.AppKey[bool] = web.AppKey("inbox_secure_cookies")
+
+# ---------------------------------------------------------------------- sign-in
+
+
+async def signin_page(request: web.Request) -> web.Response:
+    return _signin_form(request)
+
+
+def _signin_form(
+    request: web.Request, status: int = 200, error: str | None = None, email: str = ""
+) -> web.Response:
+    pre = request.cookies.get(SIGNIN_COOKIE) or staff.new_token()
+    response = render(
+        request,
+        "inbox_signin.html",
+        {"csrf": staff.csrf_token(pre), "error": error, "email": email},
+        status,
+    )
+    _cookie(response, request, SIGNIN_COOKIE, pre)
+    return response
+
+
+async def signin(request: web.Request) -> web.Response:
+    deps = deps_or_none(request)
+    if deps is None:
+        return not_ready(request)
+    fields = await form(request)
+    email = fields.get("email", "")[:320]
+    if not staff.csrf_ok(request.cookies.get(SIGNIN_COOKIE), fields.get("csrf")):
+        return _signin_form(request, 403, "The sign-in form expired. Please try again.", email)
+    result = await staff.sign_in(deps, email, fields.get("password", ""), request.remote or "")
+    if result.retry_at is not None:
+        minutes = max(1, round((result.retry_at - deps.clock()).total_seconds() / 60))
+        error = f"Too many failed sign-ins. Try again in {minutes} minute(s)."
+        return _signin_form(request, 429, error, email)
+    if result.session is None:
+        return _signin_form(request, 401, "Wrong e-mail or password.", email)
+    response = web.HTTPSeeOther("/inbox")
+    _cookie(response, request, COOKIE, result.session)
+    response.del_cookie(SIGNIN_COOKIE, path="/inbox")
+    raise response
+
+
+async def signout(request: web.Request) -> web.Response:
+    posted = await _staff_post(request)
+    if isinstance(posted, web.Response):
+        return posted
+    session = request.cookies.get(COOKIE, "")
+    await staff.sign_out(posted[0].deps, session)
+    response = web.HTTPSeeOther("/inbox/sign-in")
+    response.del_cookie(COOKIE, path="/inbox")
+    raise response
+
+
+# ---------------------------------------------------------------------- the list
+
+
+async def conversations(request: web.Request) -> web.Response:
+    who = await _staff(request)
+    if isinstance(who, web.Response):
+        return who
+    q = request.query.get("q", "")
+    items = await inbox.list_conversations(who.deps, who.user, q)
+    return render(
+        request, "inbox_list.html", _context(who, items=items, q=q, locations=_names(who))
+    )
+
+
+async def conversations_part(request: web.Request) -> web.Response:
+    who = await _staff(request, page=False)
+    if isinstance(who, web.Response):
+        return who
+    q = request.query.get("q", "")
+    items = await inbox.list_conversations(who.deps, who.user, q)
+    return render(
+        request, "inbox_list_part.html", _context(who, items=items, q=q, locations=_names(who))
+    )
+
+
+def _names(who: Staff) -> dict[str, str]:
+    return {loc.id: loc.name for loc in who.deps.config.locations}
+
+
+async def events(request: web.Request) -> web.StreamResponse:
+    who = await _staff(request, page=False)
+    if isinstance(who, web.Response):
+        return who
+    session = request.cookies.get(COOKIE)
+
+    async def still_signed_in() -> bool:
+        return await staff.current_user(who.deps, session) is not None
+
+    return await live.stream(
+        request, live.for_locations(who.user.visible), customer=False, on_tick=still_signed_in
+    )
+
+
+# ---------------------------------------------------------------------- one conversation
+
+
+def _lead_id(request: web.Request) -> uuid.UUID | None:
+    return parse_uuid(request.match_info["lead_id"])
+
+
+async def conversation(request: web.Request) -> web.Response:
+    who = await _staff(request)
+    if isinstance(who, web.Response):
+        return who
+    note = SENT_NOTES.get(request.query.get("sent", ""))
+    return await _conversation_page(request, who, note=note)
+
+
+async def _conversation_page(
+    request: web.Request,
+    who: Staff,
+    *,
+    status: int = 200,
+    note: str | None = None,
+    error: str | None = None,
+    draft: str = "",
+    template: str = "inbox_lead.html",
+) -> web.Response:
+    lead_id = _lead_id(request)
+    view = await inbox.open_conversation(who.deps, who.user, lead_id) if lead_id else None
+    if view is None:
+        return _not_found(request)
+    c = view.conversation
+    location = who.deps.config.location(c.location_id) or who.deps.config.locations[0]
+    context = _context(
+        who,
+        view=view,
+        c=c,
+        location=location,
+        tz=location.timezone,
+        targets=[s for s in inbox.STAFF_STATES if leads.can_transition(c.state, s)],
+        note=note,
+        error=error,
+        draft=draft,
+        max_length=replies.MAX_STAFF_MESSAGE,
+        page_open=(c.seen_at is not None and who.deps.clock() - c.seen_at <= replies.PAGE_OPEN_FOR),
+    )
+    return render(request, template, context, status)
+
+
+async def conversation_part(request: web.Request) -> web.Response:
+    who = await _staff(request, page=False)
+    if isinstance(who, web.Response):
+        return who
+    return await _conversation_page(request, who, template="inbox_lead_part.html")
+
+
+def _not_found(request: web.Request) -> web.Response:
+    return error_page(
+        request,
+        404,
+        "Conversation not found",
+        "It does not exist, or it belongs to a location you do not have access to.",
+    )
+
+
+def _back(lead_id: uuid.UUID, query: str = "") -> web.HTTPSeeOther:
+    return web.HTTPSeeOther(f"/inbox/leads/{lead_id}{query}")
+
+
+async def reply(request: web.Request) -> web.Response:
+    posted = await _staff_post(request)
+    if isinstance(posted, web.Response):
+        return posted
+    who, fields = posted
+    lead_id = _lead_id(request)
+    if lead_id is None or await inbox.find(who.deps, who.user, lead_id) is None:
+        return _not_found(request)
+    text = fields.get("body", "")
+    try:
+        sent = await replies.staff_reply(who.deps, who.user, lead_id, text)
+    except replies.BadMessage as exc:
+        return await _conversation_page(request, who, status=400, error=str(exc), draft=text)
+    except LookupError:
+        return _not_found(request)
+    if sent.refused is not None:
+        return await _conversation_page(request, who, status=409, error=sent.refused, draft=text)
+    raise _back(lead_id, f"?sent={sent.via}#latest")
+
+
+async def set_state(request: web.Request) -> web.Response:
+    posted = await _staff_post(request)
+    if isinstance(posted, web.Response):
+        return posted
+    who, fields = posted
+    lead_id = _lead_id(request)
+    if lead_id is None:
+        return _not_found(request)
+    target = fields.get("state", "")
+    try:
+        move = await inbox.set_state(who.deps, who.user, lead_id, target, fields.get("reason", ""))
+    except inbox.ActionError as exc:
+        return await _conversation_page(request, who, status=400, error=str(exc))
+    if move is None:
+        return _not_found(request)
+    if not move.moved:
+        error = f"The lead is {move.from_state.replace('_', ' ')}: it cannot become {target}."
+        return await _conversation_page(request, who, status=409, error=error)
+    raise _back(lead_id)
+
+
+async def confirm(request: web.Request) -> web.Response:
+    posted = await _staff_post(request)
+    if isinstance(posted, web.Response):
+        return posted
+    who, _ = posted
+    lead_id = _lead_id(request)
+    raw_id = request.match_info["request_id"]
+    if lead_id is None or not raw_id.isdigit() or len(raw_id) > 18:
+        return _not_found(request)
+    if await inbox.find(who.deps, who.user, lead_id) is None:
+        return _not_found(request)
+    move = await inbox.confirm_appointment(who.deps, who.user, lead_id, int(raw_id))
+    if move is None:
+        error = (
+            "That request is not waiting any more (already confirmed, or replaced by a newer one)."
+        )
+        return await _conversation_page(request, who, status=409, error=error)
+    raise _back(lead_id)
+
+
+async def lead_action(request: web.Request) -> web.Response:
+    posted = await _staff_post(request)
+    if isinstance(posted, web.Response):
+        return posted
+    who, _ = posted
+    lead_id = _lead_id(request)
+    actions = {"pause": inbox.pause, "resume": inbox.resume, "assign": inbox.assign_to_me}
+    action = actions[request.match_info["action"]]
+    if lead_id is None or not await action(who.deps, who.user, lead_id):
+        return _not_found(request)
+    raise _back(lead_id)

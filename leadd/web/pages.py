@@ -1,0 +1,206 @@
+"""What the HTML pages share: Jinja2 templates (autoescaped), static files with cache headers,
+security headers (a strict Content-Security-Policy), the services' dependencies, error pages.
+
+`setup(app, source)` adds the customer chat page (chat.py), the staff inbox (inbox.py) and
+their live updates (live.py) to the app.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, Protocol
+from zoneinfo import ZoneInfo
+
+import aiohttp_jinja2
+import asyncpg
+import jinja2
+from aiohttp import web
+
+from leadd.config import Config
+from leadd.conversations.deps import Deps
+from leadd.store.conversations import ConversationStore
+from leadd.templates import format_money
+
+SOURCE: web.AppKey[DepsSource] = web.AppKey("conversation_deps")
+STATIC: web.AppKey[dict[str, StaticFile]] = web.AppKey("static_files")
+PAGE_PREFIXES = ("/c/", "/inbox", "/static/")
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+STATIC_TYPES = {".css": "text/css", ".js": "text/javascript"}
+
+
+class _Database(Protocol):
+    @property
+    def pool(self) -> asyncpg.Pool: ...
+
+
+class DepsSource:
+    """The services' dependencies once the database is ready (None before: pages answer 503)."""
+
+    def __init__(
+        self,
+        *,
+        config: Config,
+        database: Callable[[], _Database | None],
+        ready: asyncio.Event,
+        wake: Callable[[], None],
+        clock: Callable[[], dt.datetime] | None = None,
+    ) -> None:
+        self.config = config
+        self._database = database
+        self._ready = ready
+        self._wake = wake
+        self._clock = clock or (lambda: dt.datetime.now(dt.UTC))
+        self._deps: Deps | None = None
+
+    def get(self) -> Deps | None:
+        db = self._database()
+        if db is None:
+            return None
+        if self._deps is None or self._deps.store.pool is not db.pool:
+            store = ConversationStore(db.pool, self.config.tenant.id)
+            self._deps = Deps(config=self.config, store=store, clock=self._clock, wake=self._wake)
+        return self._deps
+
+    async def wait(self) -> Deps | None:
+        await self._ready.wait()
+        return self.get()
+
+
+@dataclass(frozen=True)
+class StaticFile:
+    body: bytes
+    content_type: str
+    version: str  # content hash: a URL with it never changes meaning, so it caches forever
+
+
+def setup(app: web.Application, source: DepsSource) -> None:
+    from leadd.web import chat, inbox, live
+
+    app[SOURCE] = source
+    app[STATIC] = _load_static()
+    env = aiohttp_jinja2.setup(
+        app,
+        loader=jinja2.PackageLoader("leadd.web", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.globals["static"] = lambda name: f"/static/{name}?v={app[STATIC][name].version}"
+    env.filters["money"] = format_money
+    env.filters["when"] = when
+    env.filters["ago"] = ago
+    app.router.add_get("/static/{name}", static_file)
+    app.on_response_prepare.append(_security_headers)
+    chat.setup_routes(app)
+    inbox.setup_routes(app)
+    live.setup(app)
+
+
+def _load_static() -> dict[str, StaticFile]:
+    out = {}
+    for entry in resources.files("leadd.web").joinpath("static").iterdir():
+        suffix = "." + entry.name.rsplit(".", 1)[-1]
+        if suffix in STATIC_TYPES:
+            body = entry.read_bytes()
+            version = hashlib.sha256(body).hexdigest()[:12]
+            out[entry.name] = StaticFile(body, STATIC_TYPES[suffix], version)
+    return out
+
+
+async def static_file(request: web.Request) -> web.Response:
+    f = request.app[STATIC].get(request.match_info["name"])
+    if f is None:
+        raise web.HTTPNotFound(text="no such file")
+    etag = f'"{f.version}"'
+    forever = request.query.get("v") == f.version
+    headers = {
+        "ETag": etag,
+        "Cache-Control": "public, max-age=31536000, immutable"
+        if forever
+        else "public, max-age=300",
+    }
+    if request.headers.get("If-None-Match") == etag:
+        return web.Response(status=304, headers=headers)
+    return web.Response(body=f.body, content_type=f.content_type, charset="utf-8", headers=headers)
+
+
+async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    if not request.path.startswith(PAGE_PREFIXES):
+        return
+    h = response.headers
+    h["Content-Security-Policy"] = CSP
+    h["X-Content-Type-Options"] = "nosniff"
+    h["X-Frame-Options"] = "DENY"
+    # The chat link's token is in the URL: never send it anywhere in a Referer.
+    h["Referrer-Policy"] = "no-referrer"
+    h.setdefault("Cache-Control", "no-store")  # pages carry personal data
+
+
+def deps_or_none(request: web.Request) -> Deps | None:
+    return request.app[SOURCE].get()
+
+
+def render(
+    request: web.Request, template: str, context: Mapping[str, Any], status: int = 200
+) -> web.Response:
+    response = aiohttp_jinja2.render_template(template, request, dict(context), status=status)
+    return response
+
+
+def error_page(request: web.Request, status: int, title: str, message: str) -> web.Response:
+    return render(request, "error.html", {"title": title, "message": message}, status)
+
+
+def not_ready(request: web.Request) -> web.Response:
+    return error_page(
+        request, 503, "Not ready yet", "We are starting up. Please try again in a moment."
+    )
+
+
+async def form(request: web.Request) -> dict[str, str]:
+    """The posted form's text fields; HTTPBadRequest for a body that is not a readable form."""
+    try:
+        data = await request.post()
+    except (ValueError, UnicodeDecodeError):
+        raise web.HTTPBadRequest(text="the form could not be read") from None
+    return {k: v for k, v in data.items() if isinstance(v, str)}
+
+
+def parse_uuid(value: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        return None
+
+
+def when(value: dt.datetime, tz: str = "UTC") -> str:
+    """'Mon Mar 3, 9:05 AM' on a location's calendar."""
+    local = value.astimezone(ZoneInfo(tz))
+    hour = local.hour % 12 or 12
+    return (
+        f"{local:%a %b} {local.day}, {hour}:{local.minute:02d} {'AM' if local.hour < 12 else 'PM'}"
+    )
+
+
+def ago(value: dt.datetime | None, now: dt.datetime) -> str:
+    """'just now', '5 min', '3 h', '2 d'."""
+    if value is None:
+        return "—"
+    seconds = max(0.0, (now - value).total_seconds())
+    if seconds < 60:
+        return "just now"
+    if seconds < 3600:
+        return f"{int(seconds // 60)} min"
+    if seconds < 86400:
+        return f"{int(seconds // 3600)} h"
+    return f"{int(seconds // 86400)} d"
