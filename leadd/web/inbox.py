@@ -19,10 +19,11 @@ from leadd.config import StaffUser
 from leadd.conversations import inbox, replies, staff
 from leadd.conversations.deps import Deps
 from leadd.web import live
-from leadd.web.pages import deps_or_none, error_page, form, not_ready, parse_uuid, render
+from leadd.web.pages import SOURCE, deps_or_none, error_page, form, not_ready, parse_uuid, render
 
 COOKIE = "leadd_staff"
 SIGNIN_COOKIE = "leadd_signin"  # binds the sign-in form's CSRF token before there is a session
+SECURE_KEY: web.AppKey[bool] = web.AppKey("inbox_secure_cookies")
 SENT_NOTES = {
     "web": "Shown on the customer's chat page (it is open now).",
     "sms": "Sent by text message.",
@@ -30,6 +31,8 @@ SENT_NOTES = {
 
 
 def setup_routes(app: web.Application) -> None:
+    # Behind https the cookies are Secure; a plain-http trial run (the demo) must still work.
+    app[SECURE_KEY] = app[SOURCE].config.http.public_url.startswith("https://")
     r = app.router
     r.add_get("/inbox/sign-in", signin_page)
     r.add_post("/inbox/sign-in", signin)
@@ -97,8 +100,6 @@ def _cookie(response: web.StreamResponse, request: web.Request, name: str, value
         max_age=int(staff.SESSION_TTL.total_seconds()),
     )
 
-
-SECURE_KEY: web.AppKey[bool] = web.AppKey("inbox_secure_cookies")
 
 # ---------------------------------------------------------------------- sign-in
 

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Protocol
+from urllib.parse import parse_qsl
 from zoneinfo import ZoneInfo
 
 import aiohttp_jinja2
@@ -35,6 +36,7 @@ CSP = (
     "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
 STATIC_TYPES = {".css": "text/css", ".js": "text/javascript"}
+MAX_FORM_FIELDS = 20
 
 
 class _Database(Protocol):
@@ -168,12 +170,25 @@ def not_ready(request: web.Request) -> web.Response:
 
 
 async def form(request: web.Request) -> dict[str, str]:
-    """The posted form's text fields; HTTPBadRequest for a body that is not a readable form."""
+    """The posted form (application/x-www-form-urlencoded, as every form here is sent), decoded
+    strictly: a body that is not valid UTF-8 is refused (400), not stored with replacement
+    characters; another content type is 415."""
+    if request.content_type != "application/x-www-form-urlencoded":
+        raise web.HTTPUnsupportedMediaType(
+            text="send the form as application/x-www-form-urlencoded"
+        )
+    raw = await request.read()
     try:
-        data = await request.post()
-    except (ValueError, UnicodeDecodeError):
-        raise web.HTTPBadRequest(text="the form could not be read") from None
-    return {k: v for k, v in data.items() if isinstance(v, str)}
+        pairs = parse_qsl(
+            raw.decode("ascii"),
+            keep_blank_values=True,
+            encoding="utf-8",
+            errors="strict",
+            max_num_fields=MAX_FORM_FIELDS,
+        )
+    except (UnicodeDecodeError, ValueError):
+        raise web.HTTPBadRequest(text="the form could not be read as UTF-8 text") from None
+    return dict(pairs)
 
 
 def parse_uuid(value: str) -> uuid.UUID | None:
