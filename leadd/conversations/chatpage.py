@@ -108,11 +108,5 @@ async def page_closed(deps: Deps, session: ChatSession) -> None:
     await deps.store.page_closed(lead_id=session.lead_id, open_until=open_until)
 
 
-async def thread(deps: Deps, session: ChatSession) -> tuple[Message, ...]:
-    """The conversation alone (the live script's refresh)."""
-    messages = await deps.store.thread(lead_id=session.lead_id, channels=CUSTOMER_CHANNELS)
-    return tuple(messages)
-
-
 def _location(deps: Deps, session: ChatSession) -> Location:
     return deps.config.location(session.location_id) or deps.config.locations[0]

@@ -74,6 +74,7 @@ async def _render_page(
         "draft": draft,
         "max_length": replies.MAX_CUSTOMER_MESSAGE,
         "days": _by_day(view.slots),
+        "link": _link(deps, request),
     }
     return render(request, "chat.html", context, status)
 
@@ -86,18 +87,21 @@ def _by_day(slots: tuple[booking.Slot, ...]) -> list[tuple[str, list[booking.Slo
 
 
 async def thread(request: web.Request) -> web.Response:
-    """The conversation alone: what the live script swaps in after an update."""
+    """The parts of the page that change (conversation, booking status): what the live
+    script swaps in after an update."""
     found = await _session(request)
     if isinstance(found, web.Response):
         return found
     deps, session = found
+    view = await chatpage.open_page(deps, session, seen=False)
     location = deps.config.location(session.location_id) or deps.config.locations[0]
-    context = {
-        "messages": await chatpage.thread(deps, session),
-        "shop_name": location.name,
-        "tz": location.timezone,
-    }
-    return render(request, "chat_thread.html", context)
+    context = {"view": view, "tz": location.timezone, "link": _link(deps, request)}
+    return render(request, "chat_live.html", context)
+
+
+def _link(deps: Deps, request: web.Request) -> str:
+    """This page's address as messages carry it: shown as "(this page)" on the page."""
+    return f"{deps.config.chat.base_url}/{request.match_info['token']}"
 
 
 async def post_message(request: web.Request) -> web.Response:

@@ -208,14 +208,14 @@ def when(value: dt.datetime, tz: str = "UTC") -> str:
 
 
 def ago(value: dt.datetime | None, now: dt.datetime) -> str:
-    """'just now', '5 min', '3 h', '2 d'."""
+    """'just now', '5 min ago', '3 h ago', '2 d ago'."""
     if value is None:
-        return "—"
+        return "never"
     seconds = max(0.0, (now - value).total_seconds())
     if seconds < 60:
         return "just now"
     if seconds < 3600:
-        return f"{int(seconds // 60)} min"
+        return f"{int(seconds // 60)} min ago"
     if seconds < 86400:
-        return f"{int(seconds // 3600)} h"
-    return f"{int(seconds // 86400)} d"
+        return f"{int(seconds // 3600)} h ago"
+    return f"{int(seconds // 86400)} d ago"

@@ -95,8 +95,11 @@ class Client:
         self.base = base
         jar = aiohttp.CookieJar(unsafe=True, treat_as_secure_origin=[base])
         self.session = aiohttp.ClientSession(cookie_jar=jar)
+        self.streams: list[aiohttp.ClientResponse] = []  # open event streams, closed with us
 
     async def close(self) -> None:
+        for response in self.streams:
+            response.close()
         await self.session.close()
 
     async def get(self, path: str, **kw: Any) -> tuple[int, str, Any]:

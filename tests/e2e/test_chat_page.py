@@ -51,7 +51,7 @@ async def test_first_sms_carries_a_link_to_a_page_with_first_name_vehicle_and_es
     assert "Oil change" in page and "$49.99" in page
     assert 'href="tel:+15125550100"' in page and "(512) 555-0100" in page
     assert "Today:" in page and "100 Main St" in page
-    assert "Chat with us:" in page  # the conversation so far: the first SMS
+    assert "Chat with us: (this page)" in page  # the first SMS, its link shown as this page
     for private in ("Rivera", "rivera@", PHONE, PHONE[2:], "555-0123"):
         assert private not in page
     csp = headers["Content-Security-Policy"]
