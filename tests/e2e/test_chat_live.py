@@ -8,11 +8,13 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 import pytest
 
+from leadd.config import Config
 from tests.e2e.chat_support import AGENT, UPTOWN_AGENT, Client, chat_config, csrf_of, token_of
 from tests.e2e.outreach_support import order_payload, post_order, sql
 from tests.fakes.twilio import FakeTwilio
@@ -58,27 +60,36 @@ async def _open(client: Client, path: str) -> Events:
     return Events(r)
 
 
+@dataclass
+class Two:
+    a: Client  # a client of the first daemon
+    b: Client  # and of the second
+    lead: str
+    path: str  # the lead's chat page
+    config: Config
+
+
 @pytest.fixture
 async def two(
     database_url: str, twilio: FakeTwilio, http: aiohttp.ClientSession
-) -> AsyncIterator[tuple[Client, Client, str, str]]:
-    """Two daemons on one database, a client on each, and a lead: (a, b, lead id, chat path)."""
+) -> AsyncIterator[Two]:
+    """Two daemons on one database, a client on each, and a lead whose first SMS went out."""
     cfg = chat_config(database_url, twilio)
     async with running_daemon(cfg) as da, running_daemon(cfg) as db:
         lead = await post_order(http, base_url(da), order_payload())
         await wait_for(lambda: twilio.messages)
         a, b = Client(base_url(da)), Client(base_url(db))
         try:
-            yield a, b, lead, f"/c/{token_of(da.config, lead)}"
+            yield Two(a, b, lead, f"/c/{token_of(da.config, lead)}", da.config)
         finally:
             await a.close()
             await b.close()
 
 
 async def test_an_update_written_through_one_daemon_reaches_streams_served_by_the_other(
-    two: tuple[Client, Client, str, str],
+    two: Two,
 ) -> None:
-    a, b, lead, path = two
+    a, b, lead, path = two.a, two.b, two.lead, two.path
     await a.sign_in(AGENT)
     inbox = await _open(a, "/inbox/events")
     customer = await _open(a, path + "/events")
@@ -115,23 +126,25 @@ async def test_an_update_written_through_one_daemon_reaches_streams_served_by_th
 
 
 async def test_a_stream_hears_only_of_leads_its_viewer_may_see(
-    two: tuple[Client, Client, str, str], http: aiohttp.ClientSession, twilio: FakeTwilio
+    two: Two, http: aiohttp.ClientSession, twilio: FakeTwilio
 ) -> None:
-    a, b, lead, path = two
+    a, b, path = two.a, two.b, two.path
     await a.sign_in(UPTOWN_AGENT)
     uptown_stream = await _open(a, "/inbox/events")
     await b.post(path + "/messages", {"body": "downtown news"})  # a downtown lead
     uptown = order_payload(phone="+13125550177", first_name="Ursula")
     uptown["data"]["locationId"] = "loc-sm-2"
     other = await post_order(http, b.base, uptown)
+    await wait_for(lambda: len(twilio.messages) == 2)  # its first SMS went out (silently)
+    await a.post(f"/c/{token_of(two.config, other)}/messages", {"body": "uptown news"})
     event = await uptown_stream.next()
     assert event["lead"] == other  # the downtown lead's events never came
 
 
 async def test_a_lost_listen_connection_reconnects_and_asks_pages_to_refetch(
-    two: tuple[Client, Client, str, str], database_url: str
+    two: Two, database_url: str
 ) -> None:
-    a, b, lead, path = two
+    a, b, lead, path = two.a, two.b, two.lead, two.path
     await a.sign_in(AGENT)
     stream = await _open(a, "/inbox/events")
     killed = await sql(
@@ -146,3 +159,56 @@ async def test_a_lost_listen_connection_reconnects_and_asks_pages_to_refetch(
     while event["kind"] != "message":
         event = await stream.next()
     assert event["lead"] == lead
+
+
+async def test_the_automated_send_path_notifies_nothing_people_and_state_changes_do(
+    database_url: str,
+) -> None:
+    """A NOTIFY serialises commits, so the transcript of an automated send and the first send's
+    new -> contacted are silent; a customer's or staff message and other state changes are
+    heard, with no personal data in the payload."""
+    import asyncio
+    import uuid
+
+    import asyncpg
+
+    tenant, lead = uuid.uuid4(), uuid.uuid4()
+    heard: asyncio.Queue[str] = asyncio.Queue()
+    listener = await asyncpg.connect(database_url)
+    writer = await asyncpg.connect(database_url)
+    try:
+        await listener.add_listener("leadd_events", lambda *a: heard.put_nowait(a[3]))
+        await writer.execute("INSERT INTO tenants VALUES ($1, 'x')", tenant)
+        await writer.execute(
+            "INSERT INTO locations (tenant_id, id, name, timezone) VALUES ($1, 'd', 'd', 'UTC')",
+            tenant,
+        )
+        await writer.execute(
+            "INSERT INTO leads (id, tenant_id, location_id, shopmonkey_order_id, source, "
+            "order_data, first_name, phone) VALUES ($1, $2, 'd', 'o1', 'test', '{}', 'Jamie', "
+            "'+13125550123')",
+            lead,
+            tenant,
+        )
+        message = (
+            "INSERT INTO chat_messages (tenant_id, lead_id, direction, channel, body, staff_email)"
+            " VALUES ($1, $2, $3, 'sms', 'Jamie says hi', $4)"
+        )
+        await writer.execute(message, tenant, lead, "outbound", None)  # automated: silent
+        await writer.execute("UPDATE leads SET state = 'contacted' WHERE id = $1", lead)  # silent
+        await writer.execute(message, tenant, lead, "inbound", None)
+        await writer.execute("UPDATE leads SET state = 'engaged' WHERE id = $1", lead)
+        await writer.execute(message, tenant, lead, "outbound", "alex@acme.example")
+        got = [json.loads(await asyncio.wait_for(heard.get(), 5)) for _ in range(3)]
+        assert [g["kind"] for g in got] == ["message", "state", "message"]
+        for g in got:
+            assert g == {
+                "tenant": str(tenant),
+                "lead": str(lead),
+                "kind": g["kind"],
+                "location": "d",
+            }
+        assert heard.empty()
+    finally:
+        await listener.close()
+        await writer.close()
