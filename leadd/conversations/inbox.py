@@ -44,9 +44,13 @@ def search_patterns(q: str) -> tuple[str | None, str | None]:
     return f"%{escaped}%", (f"%{digits}%" if len(digits) >= 3 else None)
 
 
-async def list_conversations(deps: Deps, user: StaffUser, q: str = "") -> list[ConversationSummary]:
+async def list_conversations(
+    deps: Deps, user: StaffUser, q: str = "", location: str = ""
+) -> list[ConversationSummary]:
+    """The list, of one location when `location` names one the person may see."""
     name, phone = search_patterns(q)
-    return await deps.store.inbox(locations=user.visible, name_pattern=name, phone_pattern=phone)
+    locations = (location,) if location and user.sees(location) else user.visible
+    return await deps.store.inbox(locations=locations, name_pattern=name, phone_pattern=phone)
 
 
 async def find(deps: Deps, user: StaffUser, lead_id: uuid.UUID) -> Conversation | None:

@@ -158,29 +158,23 @@ async def signout(request: web.Request) -> web.Response:
 
 
 async def conversations(request: web.Request) -> web.Response:
-    who = await _staff(request)
-    if isinstance(who, web.Response):
-        return who
-    q = request.query.get("q", "")
-    items = await inbox.list_conversations(who.deps, who.user, q)
-    return render(
-        request, "inbox_list.html", _context(who, items=items, q=q, locations=_names(who))
-    )
+    return await _list(request, "inbox_list.html")
 
 
 async def conversations_part(request: web.Request) -> web.Response:
-    who = await _staff(request, page=False)
+    return await _list(request, "inbox_list_part.html", page=False)
+
+
+async def _list(request: web.Request, template: str, *, page: bool = True) -> web.Response:
+    who = await _staff(request, page=page)
     if isinstance(who, web.Response):
         return who
-    q = request.query.get("q", "")
-    items = await inbox.list_conversations(who.deps, who.user, q)
-    return render(
-        request, "inbox_list_part.html", _context(who, items=items, q=q, locations=_names(who))
-    )
-
-
-def _names(who: Staff) -> dict[str, str]:
-    return {loc.id: loc.name for loc in who.deps.config.locations}
+    q, location = request.query.get("q", ""), request.query.get("location", "")
+    items = await inbox.list_conversations(who.deps, who.user, q, location)
+    names = {loc.id: loc.name for loc in who.deps.config.locations}
+    mine = {k: v for k, v in names.items() if who.user.sees(k)}
+    context = _context(who, items=items, q=q, location=location, locations=names, mine=mine)
+    return render(request, template, context)
 
 
 async def events(request: web.Request) -> web.StreamResponse:

@@ -102,6 +102,11 @@ async def test_sign_in_answers_alike_for_unknown_email_and_wrong_password_then_s
         assert status == 429 and "Too many failed sign-ins" in page
     status, _, headers = await c.sign_in(MANAGER)
     assert status == 303 and headers["Location"] == "/inbox"
+    # Per address too: many accounts tried from one address slow that address down.
+    for i in range(staff.ADDRESS_LIMIT):
+        await c.sign_in(f"guess{i}@acme.example", "guessing away")
+    status, page, _ = await c.sign_in(UPTOWN_AGENT)
+    assert status == 429 and "Too many failed sign-ins" in page
 
 
 async def test_session_cookie_flags_csrf_and_sign_out(inbox: Setup) -> None:
@@ -162,13 +167,19 @@ async def test_an_agent_cannot_see_or_act_on_another_locations_conversation(
     assert (
         await _rows(inbox.url, "SELECT id FROM chat_messages WHERE staff_email IS NOT NULL") == []
     )
-    # The uptown agent and the manager see it.
+    # Asking for the other location's list shows the agent's own (nothing leaks).
+    _, page, _ = await c.get("/inbox", params={"location": "uptown"})
+    assert "Ursula" not in page and "Jamie" in page and 'id="location"' not in page
+    # The uptown agent and the manager see it; the manager can narrow to one location.
     for email in (UPTOWN_AGENT, MANAGER):
         other_client = Client(base_url(inbox.daemon))
         try:
             await other_client.sign_in(email)
             status, page, _ = await other_client.get(f"/inbox/leads/{other}")
             assert status == 200 and "Ursula" in page
+            if email == MANAGER:
+                _, page, _ = await other_client.get("/inbox", params={"location": "uptown"})
+                assert "Ursula" in page and "Jamie" not in page and 'id="location"' in page
         finally:
             await other_client.close()
 
