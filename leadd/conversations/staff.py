@@ -4,7 +4,8 @@
   hash is verified for an unknown e-mail), and count against the same limits.
 - Failures are counted per account (the e-mail typed, known or not) and per client address,
   in the database (every daemon sees them). Past the limit, each further attempt must wait
-  twice as long as the last, up to MAX_DELAY; a success clears the account's count.
+  twice as long as the last, up to MAX_DELAY; a count is forgotten after FAILURE_WINDOW
+  without failures, and a success clears the account's count.
 - A session is a random 256-bit cookie value; the database keeps its sha256. The CSRF token of
   every form is an HMAC of the cookie value, so it needs no storage and a page from another
   site cannot know it.
@@ -30,7 +31,7 @@ from leadd.logs import get_logger
 log = get_logger(__name__)
 
 SESSION_TTL = dt.timedelta(hours=12)
-FAILURE_WINDOW = dt.timedelta(minutes=15)
+FAILURE_WINDOW = dt.timedelta(minutes=15)  # quiet time after which failures are forgotten
 ACCOUNT_LIMIT = 5  # failures per e-mail before the slowdown
 ADDRESS_LIMIT = 20  # per client address (a proxy in front puts all staff behind one)
 BASE_DELAY = dt.timedelta(seconds=30)

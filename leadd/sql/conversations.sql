@@ -248,18 +248,24 @@ SELECT email FROM staff_sessions WHERE tenant_id = $1 AND token_hash = $2 AND ex
 DELETE FROM staff_sessions WHERE tenant_id = $1 AND (token_hash = $2 OR expires_at <= $3);
 
 -- name: signin_failures
--- Failures inside the window (first failure after $3) for each key asked about.
+-- The failures counted for each key asked about: a key's count lives while failures keep
+-- coming, and is forgotten after a quiet window (no failure since $3).
 SELECT key, failures, last_at FROM staff_signin_failures
-WHERE tenant_id = $1 AND key = ANY($2::text[]) AND first_at > $3;
+WHERE tenant_id = $1 AND key = ANY($2::text[]) AND last_at > $3;
 
 -- name: record_signin_failure
--- A failure starts a new window when the key's last one has left it ($4).
+-- One more failure for each key; a key quiet since $4 starts again at one. Forgotten rows of
+-- the tenant are swept here, so guessing many e-mails does not grow the table for good.
+WITH swept AS (
+    DELETE FROM staff_signin_failures
+    WHERE tenant_id = $1 AND last_at <= $4 AND NOT (key = ANY($2::text[]))
+)
 INSERT INTO staff_signin_failures (tenant_id, key, failures, first_at, last_at)
 SELECT $1, k, 1, $3, $3 FROM unnest($2::text[]) AS k
 ON CONFLICT (tenant_id, key) DO UPDATE SET
-    failures = CASE WHEN staff_signin_failures.first_at > $4
+    failures = CASE WHEN staff_signin_failures.last_at > $4
                     THEN staff_signin_failures.failures + 1 ELSE 1 END,
-    first_at = CASE WHEN staff_signin_failures.first_at > $4
+    first_at = CASE WHEN staff_signin_failures.last_at > $4
                     THEN staff_signin_failures.first_at ELSE $3 END,
     last_at = $3;
 
