@@ -86,8 +86,9 @@ class Outreach:
         location = cfg.location(row["location_id"]) or cfg.locations[0]
         if row["preset_body"] is not None:
             # Sent whatever the lead's state or sequence: a person wrote it. Opt-out applies.
-            if not row["phone"]:
-                return await self._finish(row, "failed", "no phone for this lead")
+            if not row["phone"] or row["attempts"] > cfg.touchpoints.max_attempts:
+                reason = "no phone for this lead" if not row["phone"] else "gave up"
+                return await self._finish(row, "failed", reason)
             async with self._phone_lock(row["phone"]):
                 return await self._deliver(row, STAFF_REPLY, location, row["phone"])
         if step is None:
