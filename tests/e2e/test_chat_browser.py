@@ -56,12 +56,15 @@ class Stack:
     def db(self, query: str, *args: Any) -> list[Any]:
         return asyncio.run(sql(self.database_url, query, *args))
 
-    def new_lead(self, phone: str, first_name: str = "Jamie") -> tuple[str, str]:
+    def new_lead(
+        self, phone: str, first_name: str = "Jamie", location: str = "loc-sm-1"
+    ) -> tuple[str, str]:
         """A lead by signed webhook; returns (lead id, the chat link from its first SMS)."""
 
         async def post() -> str:
             async with aiohttp.ClientSession() as http:
                 payload = order_payload(phone=phone, first_name=first_name)
+                payload["data"]["locationId"] = location
                 return await post_order(http, self.daemon.url, payload)
 
         lead_id = asyncio.run(post())
@@ -279,3 +282,51 @@ def test_pages_work_without_javascript_and_by_keyboard_at_360px(stack: Stack) ->
 def _no_csp_violations(browser: WebDriver) -> None:
     logs = browser.get_log("browser")
     assert [e for e in logs if "Content Security Policy" in e.get("message", "")] == []
+
+
+def test_inbox_guards_sign_in_csrf_and_other_locations(stack: Stack) -> None:
+    """Signed out, the inbox shows the sign-in form; a form posted without its CSRF token
+    changes nothing; an agent opening another location's conversation gets "not found"."""
+    lead_id, _ = stack.new_lead("+13125550105", "Casey")
+    other_id, _ = stack.new_lead("+13125550106", "Uma", location="loc-sm-2")
+    a = _signed_in(stack)
+    a.find_element(By.XPATH, "//button[normalize-space()='Sign out']").click()
+    for path in ("/inbox", f"/inbox/leads/{lead_id}"):
+        a.get(stack.daemon.url + path)
+        assert a.current_url.endswith("/inbox/sign-in") and "Casey" not in a.page_source
+    a = _signed_in(stack)
+    a.get(f"{stack.daemon.url}/inbox/leads/{lead_id}")
+    a.execute_script("document.querySelector('form.compose input[name=csrf]').remove()")
+    a.find_element(By.ID, "body").send_keys("forged?")
+    a.find_element(By.CSS_SELECTOR, ".compose button").click()
+    wait(a, lambda d: "This form has expired" in d.page_source)
+    assert stack.db("SELECT id FROM chat_messages WHERE body = 'forged?'") == []
+    a.get(f"{stack.daemon.url}/inbox/leads/{other_id}")
+    assert "Conversation not found" in a.page_source and "Uma" not in a.page_source
+    a.get(stack.daemon.url + "/inbox")
+    assert "Uma" not in a.find_element(By.ID, "items").text
+
+
+def test_a_reply_with_the_page_closed_goes_as_one_sms_never_to_an_opted_out_number(
+    stack: Stack,
+) -> None:
+    phone = "+13125550107"
+    lead_id, _ = stack.new_lead(phone, "Dana")  # the customer never opens the page
+    a = _signed_in(stack)
+    a.get(f"{stack.daemon.url}/inbox/leads/{lead_id}")
+    a.find_element(By.ID, "body").send_keys("Your car is ready.")
+    a.find_element(By.CSS_SELECTOR, ".compose button").click()
+    wait(a, lambda d: "Sent by text message." in d.page_source)
+    texts = lambda: [m["body"] for m in stack.twilio.messages if m["to"] == phone]  # noqa: E731
+    wait(a, lambda d: len(texts()) == 2)
+    assert texts()[1] == "Your car is ready."
+    stack.db(
+        "INSERT INTO contact_optouts (tenant_id, channel, address, reason) "
+        "SELECT tenant_id, 'sms', $1, 'keyword' FROM leads WHERE id = $2",
+        phone,
+        uuid.UUID(lead_id),
+    )
+    a.find_element(By.ID, "body").send_keys("Hello again?")
+    a.find_element(By.CSS_SELECTOR, ".compose button").click()
+    wait(a, lambda d: "opted out of text messages" in d.page_source)
+    assert len(texts()) == 2
