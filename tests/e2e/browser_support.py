@@ -13,7 +13,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from selenium import webdriver
-from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+from selenium.common.exceptions import (
+    NoSuchElementException,
+    StaleElementReferenceException,
+    WebDriverException,
+)
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
@@ -96,8 +100,9 @@ def screenshots(driver: WebDriver, name: str) -> list[Path]:
 
 
 def wait(driver: WebDriver, predicate: Callable[[WebDriver], T], timeout: float = 5.0) -> T:
-    # A form post reloads the page: an element found just before may be gone (stale).
-    ignored = (NoSuchElementException, StaleElementReferenceException)
+    # A form post reloads the page: an element found just before may be gone (stale, or
+    # "node does not belong to the document" while the new one loads).
+    ignored = (NoSuchElementException, StaleElementReferenceException, WebDriverException)
     waiter = WebDriverWait(driver, timeout, poll_frequency=0.02, ignored_exceptions=ignored)
     result: T = waiter.until(predicate)
     return result
