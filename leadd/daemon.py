@@ -41,7 +41,7 @@ DB_RETRY = Backoff(base=1.0, cap=30.0, jitter=0.2)
 
 class Daemon:
     def __init__(self, config: Config, *, env: dict[str, str] | None = None) -> None:
-        from leadd.conversations.links import with_secret
+        from leadd.chatlinks import with_secret
 
         self.config = with_secret(config)  # chat links need chat.secret (or the key file)
         self.instance_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
+from leadd import chatlinks as links
 from leadd import leads, phones
-from leadd.conversations import links
 from leadd.db import Q
 from leadd.logs import get_logger
 from leadd.providers import shopmonkey as sm

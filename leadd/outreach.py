@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
+from leadd import chatlinks as links
 from leadd import compliance, leads, metrics, phones, sequences, templates
 from leadd.backoff import Backoff
 from leadd.config import Config, Location, SequenceStep
-from leadd.conversations import links
 from leadd.db import Q
 from leadd.logs import get_logger
 from leadd.providers.result import SendResult

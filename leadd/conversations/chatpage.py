@@ -10,9 +10,10 @@ from dataclasses import dataclass
 
 import phonenumbers
 
+from leadd import chatlinks as links
 from leadd import compliance
 from leadd.config import Location
-from leadd.conversations import booking, links, replies
+from leadd.conversations import booking, replies
 from leadd.conversations.deps import Deps
 from leadd.store.chat_models import AppointmentRequest, ChatSession, Message, ServiceLine
 

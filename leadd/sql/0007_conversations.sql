@@ -2,7 +2,7 @@
 -- inbox, and live updates between daemons through LISTEN/NOTIFY.
 
 -- Chat links: only a hash of the token is stored. The token itself (256 bits, derived from a
--- server secret, see leadd/conversations/links.py) exists in the message that carries it, so a
+-- server secret, see leadd/chatlinks.py) exists in the message that carries it, so a
 -- copy of this table opens no one's conversation. Links expire. seen_at: when the customer's
 -- page was last open (loaded, or its live stream still connected); a staff reply goes to the
 -- page instead of SMS while it is recent.

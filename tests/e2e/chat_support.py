@@ -10,8 +10,8 @@ from typing import Any
 
 import aiohttp
 
+from leadd import chatlinks as links
 from leadd.config import Config
-from leadd.conversations import links
 from leadd.conversations.staff import hash_password
 from tests.e2e.outreach_support import outreach_config
 from tests.fakes.twilio import FakeTwilio

@@ -9,7 +9,7 @@ import uuid
 
 import asyncpg
 
-from leadd.conversations import links
+from leadd import chatlinks as links
 from leadd.conversations.replies import reply_move
 from leadd.store.conversations import ConversationStore
 

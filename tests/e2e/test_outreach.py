@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 import aiohttp
 import pytest
 
-from leadd.conversations import links
+from leadd import chatlinks as links
 from leadd.loops import touchpoints
 from leadd.outreach import Outreach
 from tests.e2e.outreach_support import (

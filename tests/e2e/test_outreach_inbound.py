@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from sendgrid.helpers.eventwebhook import EventWebhook
 from twilio.request_validator import RequestValidator
 
-from leadd.conversations import links
+from leadd import chatlinks as links
 from leadd.loops import touchpoints
 from tests.e2e.outreach_support import PHONE, order_payload, outreach_config, post_order, sql
 from tests.fakes.sendgrid import FakeSendGrid

@@ -15,8 +15,9 @@ from zoneinfo import ZoneInfo
 import pytest
 from argon2 import PasswordHasher
 
+from leadd import chatlinks as links
 from leadd import config as configmod
-from leadd.conversations import booking, inbox, links, replies, staff
+from leadd.conversations import booking, inbox, replies, staff
 from leadd.store.events import parse
 from tests.conftest import ROOT, base_config
 

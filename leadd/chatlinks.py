@@ -1,4 +1,5 @@
-"""Chat link tokens: derived, never stored.
+"""Chat link tokens: derived, never stored. Used by outreach and enrichment (composing and
+creating links) and by the chat page (looking them up); the key file is read once at start-up.
 
 token = base64url(HMAC-SHA256(chat.secret, context | tenant id | lead id)): 256 bits that
 nobody can guess without the secret (a random 32-byte key). The database keeps only
