@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from leadd import config as configmod
 from leadd import logs
+from leadd.config.convert import format_duration
 
 EXIT_CONFIG = 2
 
@@ -66,6 +67,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     print(f"sequences:  {len(cfg.sequences)}")
     for name, steps in cfg.sequences.items():
         print(f"  - {name}: " + ", ".join(f"{s.name}({s.channel}+{s.delay:g}s)" for s in steps))
+    ttl = format_duration(cfg.chat.link_ttl)
+    print(f"chat:       {cfg.chat.base_url}/<token> (links expire after {ttl})")
+    print(f"staff:      {len(cfg.staff)} inbox user(s) at {cfg.http.public_url}/inbox")
     for provider, mode in cfg.providers_summary().items():
         print(f"{provider + ':':<11} {mode}")
     for warning in configmod.warnings(cfg):
