@@ -142,7 +142,7 @@ async def stream(
                 if item is _CLOSE:
                     break
                 await response.write(_message(item, customer=customer))
-        except (ConnectionResetError, ConnectionError):
+        except ConnectionError:
             pass  # the page was closed
     return response
 

@@ -212,3 +212,26 @@ async def test_the_automated_send_path_notifies_nothing_people_and_state_changes
     finally:
         await listener.close()
         await writer.close()
+
+
+async def test_shutdown_ends_open_event_streams_instead_of_waiting_them_out(
+    database_url: str, twilio: FakeTwilio, http: aiohttp.ClientSession
+) -> None:
+    """Streams never end by themselves: on shutdown the daemon closes them (a browser then
+    reconnects to whichever daemon is up) rather than waiting out shutdown_timeout."""
+    import asyncio
+
+    cfg = chat_config(database_url, twilio, shutdown_timeout="60s")
+    async with running_daemon(cfg) as daemon:
+        lead = await post_order(http, base_url(daemon), order_payload())
+        await wait_for(lambda: twilio.messages)
+        client = Client(base_url(daemon))
+        try:
+            events = await _open(client, f"/c/{token_of(daemon.config, lead)}/events")
+            assert (await events.response.content.readline()).startswith(b"retry:")
+            daemon.shutdown.set()
+            # A hang would last the 60 s shutdown_timeout; closing takes a moment.
+            rest = await asyncio.wait_for(events.response.content.read(), 20)
+            assert b"update" not in rest
+        finally:
+            await client.close()
