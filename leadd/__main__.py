@@ -1,4 +1,5 @@
-"""Command line: `leadd run | check-config | migrate | send-test-lead | hash-password`."""
+"""Command line: `leadd run | check-config | migrate | send-test-lead | leads | report |
+hash-password`, `leadd --version`."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
+from leadd import __version__, logs
 from leadd import config as configmod
-from leadd import logs
 from leadd.config.convert import format_duration
 
 EXIT_CONFIG = 2
@@ -82,26 +83,10 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     logs.setup(cfg.logging.level, cfg.logging.format)
 
     async def go() -> int:
-        from leadd import db
-        from leadd.embedded import EmbeddedPostgres
+        from leadd.store import opened
 
-        embedded = None
-        url = cfg.database.url
-        if url is None:
-            embedded = EmbeddedPostgres(cfg.state_dir)
-            url = await embedded.start()
-        try:
-            pool = await db.create_pool(url, min_size=1, max_size=2)
-            try:
-                async with pool.acquire() as conn:
-                    applied = await db.migrate(conn)
-                await db.Database(pool, cfg.tenant.id).sync_config(cfg)
-            finally:
-                await pool.close()
-        finally:
-            if embedded:
-                await embedded.stop()
-        print(f"schema up to date; applied now: {applied or 'nothing'}")
+        async with opened(cfg, sync=True) as (_, applied):
+            print(f"schema up to date; applied now: {applied or 'nothing'}")
         return 0
 
     return asyncio.run(go())
@@ -139,6 +124,7 @@ def cmd_hash_password(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="leadd", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"leadd {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True)
     for name, fn, help_ in (
         ("run", cmd_run, "run the daemon in the foreground"),
@@ -155,6 +141,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.set_defaults(fn=fn)
         if name == "send-test-lead":
             p.add_argument("--url", help="leadd base URL (default: from http.host/port)")
+    from leadd import cli_ops  # leads list|show|set-state|pause|resume, report (issue 9)
+
+    cli_ops.register(subparsers, _load)
     p = subparsers.add_parser(
         "hash-password", help="print an Argon2id hash for a staff user's password_hash"
     )

@@ -11,7 +11,7 @@ Sources for the numbers: /work/shared/reference/compliance.md §1–§3.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from types import MappingProxyType
 from typing import Literal, TypeAlias
@@ -21,12 +21,23 @@ Window: TypeAlias = tuple[int, int]
 """Minutes from local midnight, [start, end). end == 1440 is midnight; end <= start
 crosses midnight (only business hours may do that)."""
 
+Week: TypeAlias = tuple[Window | None, ...]
+"""A window per weekday, Monday first; None: no sending that day."""
+
+Place: TypeAlias = tuple[str, str | None]
+"""Somewhere a recipient may be: an IANA zone, and the US state whose law applies (or None).
+`phones.places_of` says which places a number may be in."""
+
 Keyword: TypeAlias = Literal["opt_out", "opt_in", "help"]
 
 MINUTES_PER_DAY = 24 * 60
 # No search for an opening looks further: a week covers every weekday, the second week
 # covers a weekday whose window does not exist on a DST day.
 MAX_SEARCH_DAYS = 14
+# Distinct place sets are one per area code plus one per location for unknown numbers.
+_PLAN_CACHE_SIZE = 4096
+_ONE_DAY = timedelta(days=1)
+_ONE_SECOND = timedelta(seconds=1)
 
 _WINDOW_RE = re.compile(r"\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*")
 _WINDOW_FORMAT = '"HH:MM-HH:MM"'
@@ -109,6 +120,11 @@ class QuietHours:
     weekday means no sending that day; a weekday missing from a state's rules means the
     state adds nothing that day. `state_rules=None` uses `DEFAULT_STATE_RULES`; pass `{}`
     to apply the default alone.
+
+    A recipient is given as the places they may be in (`Place`: zone and state): a send is
+    allowed only when it is allowed in every one, so a number that spans zones gets the
+    narrowest window of its zones and an unknown one the strictest of every state's rules,
+    each in its own zones.
     """
 
     def __init__(
@@ -119,7 +135,8 @@ class QuietHours:
         _check_same_day(default, "default")
         rules = DEFAULT_STATE_RULES if state_rules is None else state_rules
         self._default = default
-        self._by_state: dict[str, tuple[Window | None, ...]] = {}
+        self._by_state: dict[str, Week] = {}
+        self._plans: dict[frozenset[Place], tuple[tuple[ZoneInfo, Week], ...]] = {}
         for state, days in rules.items():
             key = state.upper()
             unknown = set(days) - set(_EVERY_DAY)
@@ -143,35 +160,75 @@ class QuietHours:
         days = self._by_state.get(state.upper())
         return self._default if days is None else days[weekday]
 
-    def allowed(self, now_utc: datetime, tz: str, state: str | None) -> bool:
-        """Whether a message may be sent at `now_utc` to a recipient in `tz` and `state`."""
-        local = _to_local(now_utc, tz)
-        window = self.window_for(local.weekday(), state)
-        if window is None:
-            return False
-        minute = local.hour * 60 + local.minute
-        return window[0] <= minute < window[1]
+    def allowed(self, now_utc: datetime, places: Iterable[Place]) -> bool:
+        """Whether a message may be sent at `now_utc` to someone who may be in any of `places`.
 
-    def next_allowed(self, now_utc: datetime, tz: str, state: str | None) -> datetime:
-        """`now_utc` if allowed, else the UTC instant the next window opens.
-
-        Openings are computed on the local calendar and converted with zoneinfo, so a
-        9:00 opening is 9:00 local on both sides of a DST change. An opening that falls in
-        a spring-forward gap moves to the end of the gap.
+        It must be allowed in every one of them: a number that spans zones gets the narrowest
+        window of its zones, a number whose state is unknown the strictest of its states.
         """
-        if self.allowed(now_utc, tz, state):
-            return now_utc.astimezone(UTC)
-        zone = ZoneInfo(tz)
-        today = now_utc.astimezone(zone).date()
-        for offset in range(MAX_SEARCH_DAYS + 1):
-            day = today + timedelta(days=offset)
-            window = self.window_for(day.weekday(), state)
-            if window is None:
-                continue
-            opening = _wall_to_utc(day, window[0], zone)
-            if opening > now_utc:
-                return opening
-        raise RuntimeError(f"no sending window within {MAX_SEARCH_DAYS} days for state {state}")
+        now = _as_utc(now_utc)
+        return all(_allowed_in(zone, week, now) for zone, week in self._plan(places))
+
+    def next_allowed(self, now_utc: datetime, places: Iterable[Place]) -> datetime:
+        """`now_utc` (in UTC) if allowed, else the first minute allowed in every one of `places`.
+
+        Openings are found on each zone's local calendar and converted with zoneinfo, so a
+        9:00 opening is 9:00 local on both sides of a DST change; an opening inside a
+        spring-forward gap moves to the end of the gap; the hour a fall-back repeats is judged
+        by its wall clock, as `allowed` does. Across zones the search leapfrogs: it moves to
+        the first instant one zone allows, until every zone allows the same instant.
+
+        Zones far apart may share no minute at all (a custom window narrower than the spread
+        of the US range, say). Then nothing is allowed within `MAX_SEARCH_DAYS`, and that
+        horizon is returned: not an allowed instant, but a time to look again (the send gate
+        re-checks every instant it is given), so such a message waits instead of going out.
+        """
+        now = _as_utc(now_utc)
+        plan = self._plan(places)
+        limit = now + timedelta(days=MAX_SEARCH_DAYS)
+        candidate, agreed, index = now, 0, 0
+        while agreed < len(plan):
+            zone, week = plan[index % len(plan)]
+            index += 1
+            opening = _next_in(zone, week, candidate, limit)
+            if opening is None:
+                return limit
+            if opening == candidate:
+                agreed += 1
+            else:  # later than every instant checked so far: the others must agree on it
+                candidate, agreed = opening, 1
+        return candidate
+
+    def _plan(self, places: Iterable[Place]) -> tuple[tuple[ZoneInfo, Week], ...]:
+        """One weekly window per distinct zone: the intersection of the states' windows there.
+
+        Cached: the same few sets (one per area code, the US range) come back on every send.
+        """
+        key = frozenset(places)
+        plan = self._plans.get(key)
+        if plan is None:
+            if not key:
+                raise ValueError("quiet hours need at least one place the recipient may be in")
+            by_zone: dict[str, list[str | None]] = {}
+            for tz, state in key:
+                by_zone.setdefault(tz, []).append(state)
+            plan = tuple(
+                (ZoneInfo(tz), self._week(states)) for tz, states in sorted(by_zone.items())
+            )
+            if len(self._plans) >= _PLAN_CACHE_SIZE:
+                self._plans.clear()
+            self._plans[key] = plan
+        return plan
+
+    def _week(self, states: Iterable[str | None]) -> Week:
+        week: list[Window | None] = []
+        for weekday in _EVERY_DAY:
+            window: Window | None = self._default
+            for state in states:
+                rule = self.window_for(weekday, state)
+                window = None if window is None or rule is None else _intersect(window, rule)
+            week.append(window)
+        return tuple(week)
 
 
 class BusinessHours:
@@ -313,11 +370,80 @@ def _intersect(a: Window, b: Window) -> Window | None:
     return (start, end) if start < end else None
 
 
-def _to_local(now_utc: datetime, tz: str) -> datetime:
+def _as_utc(now_utc: datetime) -> datetime:
     if now_utc.tzinfo is None:
         # A naive time would silently be read as the host's zone.
         raise ValueError("now_utc must be timezone-aware")
-    return now_utc.astimezone(ZoneInfo(tz))
+    return now_utc.astimezone(UTC)
+
+
+def _allowed_in(zone: ZoneInfo, week: Week, now: datetime) -> bool:
+    local = now.astimezone(zone)
+    window = week[local.weekday()]
+    if window is None:
+        return False
+    minute = local.hour * 60 + local.minute
+    return window[0] <= minute < window[1]
+
+
+def _next_in(zone: ZoneInfo, week: Week, now: datetime, limit: datetime) -> datetime | None:
+    """The first instant at or after `now` and before `limit` that `week` allows in `zone`.
+
+    Sending becomes allowed only where the wall clock enters a window: at the window's start
+    (either occurrence, when a fall-back repeats it) or at a UTC-offset change (a jump into
+    the window). So each local day offers at most three candidates, checked in order.
+    """
+    if _allowed_in(zone, week, now):
+        return now
+    day = now.astimezone(zone).date()
+    day_start = _wall_to_utc(day, 0, zone)
+    while day_start < limit:
+        next_start = _wall_to_utc(day + _ONE_DAY, 0, zone)
+        window = week[day.weekday()]
+        if window is not None:
+            for entry in _entries(day, window[0], zone, day_start, next_start):
+                if entry >= limit:
+                    return None
+                if entry > now and _allowed_in(zone, week, entry):
+                    return entry
+        day, day_start = day + _ONE_DAY, next_start
+    return None
+
+
+def _entries(
+    day: date, start: int, zone: ZoneInfo, day_start: datetime, day_end: datetime
+) -> list[datetime]:
+    """Where the wall clock may enter a window opening at `start` on local `day`, sorted.
+
+    `day_start`/`day_end` are the UTC bounds of the local day; every candidate lies within.
+    """
+    first = _wall_to_utc(day, start, zone)
+    entries = {first}
+    wall = datetime.combine(day, time()) + timedelta(minutes=start)
+    repeat = wall.replace(tzinfo=zone, fold=1).astimezone(UTC)
+    if repeat.astimezone(zone).replace(tzinfo=None) == wall:
+        entries.add(repeat)  # the same as `first` unless the wall time happens twice
+    last = day_end - _ONE_SECOND
+    if day_start.astimezone(zone).utcoffset() != last.astimezone(zone).utcoffset():
+        entries.add(_offset_change(day_start, last, zone))
+    return sorted(entries)
+
+
+def _offset_change(low_utc: datetime, high_utc: datetime, zone: ZoneInfo) -> datetime:
+    """The first second in [low, high] with `high`'s UTC offset (one change in between)."""
+    target = high_utc.astimezone(zone).utcoffset()
+    low, high = int(low_utc.timestamp()), int(high_utc.timestamp())
+    while low < high:
+        mid = (low + high) // 2
+        if datetime.fromtimestamp(mid, zone).utcoffset() == target:
+            high = mid
+        else:
+            low = mid + 1
+    return datetime.fromtimestamp(low, UTC)
+
+
+def _to_local(now_utc: datetime, tz: str) -> datetime:
+    return _as_utc(now_utc).astimezone(ZoneInfo(tz))
 
 
 def _wall_to_utc(day: date, minute: int, zone: ZoneInfo) -> datetime:

@@ -12,6 +12,7 @@ close the pool, stop the embedded server.
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import signal
 import socket
@@ -24,14 +25,18 @@ import aiohttp
 import asyncpg
 from aiohttp import web
 
-from leadd import db as dbmod
 from leadd import metrics
 from leadd.backoff import Backoff
 from leadd.config import Config
 from leadd.config import warnings as config_warnings
 from leadd.embedded import EmbeddedPostgres
+from leadd.errors import describe_error
 from leadd.logs import get_logger
+from leadd.operations import OpsDeps
+from leadd.runtime import ProviderHealth, Runtime
 from leadd.sdnotify import Notifier
+from leadd.store import Store
+from leadd.store import core as dbmod
 from leadd.supervisor import Supervisor
 
 log = get_logger(__name__)
@@ -48,7 +53,9 @@ class Daemon:
         self.shutdown = asyncio.Event()
         self.supervisor = Supervisor(self.shutdown)
         self.notifier = Notifier(env)
-        self.db: dbmod.Database | None = None
+        self.db: Store | None = None
+        self.runtime: Runtime | None = None  # what services need, once the database is ready
+        self.ops: OpsDeps | None = None  # the ops API's use cases, once the database is ready
         self.db_problem: str | None = "connecting"
         self.db_ready = asyncio.Event()
         self.http_ready = asyncio.Event()
@@ -56,7 +63,9 @@ class Daemon:
         self.embedded: EmbeddedPostgres | None = None
         self.session: aiohttp.ClientSession | None = None
         self.wake_touchpoints = asyncio.Event()  # set when a lead arrives: send at once
-        self.provider_problems: dict[str, str] = {}
+        self.health = ProviderHealth()
+        self.provider_problems = self.health.problems
+        self.fatal: str | None = None  # why start-up cannot go on (e.g. the port is taken)
         self._signals = 0
         self._build_services()
 
@@ -72,19 +81,37 @@ class Daemon:
             self.supervisor.add("watchdog", self._watchdog)
 
     async def _serve_http(self) -> None:
-        from leadd.web import create_app
+        from leadd.web import GUARD, create_app
+        from leadd.web.connections import GuardedSite, ServerLog
 
+        app = create_app(self)
         runner = web.AppRunner(
-            create_app(self), handle_signals=False, shutdown_timeout=self.config.shutdown_timeout
+            app,
+            handle_signals=False,
+            shutdown_timeout=self.config.shutdown_timeout,
+            # Providers never compress requests; a compressed body could expand far past
+            # max_body_bytes inside aiohttp's parser before any handler sees it.
+            auto_decompress=False,
+            logger=ServerLog(),
         )
         await runner.setup()
         try:
-            site = web.TCPSite(runner, self.config.http.host, self.config.http.port)
-            await site.start()
-            server = site._server
-            sockets = getattr(server, "sockets", None) or []
-            self.http_port = sockets[0].getsockname()[1] if sockets else self.config.http.port
-            log.info("http.listening", host=self.config.http.host, port=self.http_port)
+            guard = app[GUARD]
+            site = GuardedSite(runner, self.config.http.host, self.config.http.port, guard)
+            try:
+                await site.start()
+            except OSError as exc:
+                # A start-up condition, not a crash: one line saying what to change, no trace.
+                self.fatal = _listen_error(self.config.http.host, self.config.http.port, exc)
+                self.shutdown.set()
+                return
+            self.http_port = site.port
+            log.info(
+                "http.listening",
+                host=self.config.http.host,
+                port=self.http_port,
+                max_connections=guard.max_connections,
+            )
             self.http_ready.set()
             await self.shutdown.wait()
             log.info("shutdown.phase", phase="http: stop accepting, finish in-flight requests")
@@ -133,13 +160,14 @@ class Daemon:
                 asyncpg.InterfaceError,
                 asyncpg.InternalClientError,  # a pooled connection the server just cut
             ) as exc:
-                problems["database"] = f"unreachable: {type(exc).__name__}: {exc}"
+                log.warning("database.ping_failed", error=f"{type(exc).__name__}: {exc}")
+                problems["database"] = f"unreachable: {describe_error(exc)}"
         for name, text in self.supervisor.problems().items():
             problems[f"task:{name}"] = text
         problems.update(self.provider_problems)
         return problems
 
-    async def wait_db(self) -> dbmod.Database | None:
+    async def wait_db(self) -> Store | None:
         """For loops: wait until the database is ready; None when shutting down first."""
         waiter = asyncio.create_task(self.db_ready.wait())
         stopper = asyncio.create_task(self.shutdown.wait())
@@ -170,12 +198,23 @@ class Daemon:
                 try:
                     async with pool.acquire() as conn:
                         await dbmod.migrate(conn)
-                    database = dbmod.Database(pool, self.config.tenant.id)
+                    database = Store(pool, self.config.tenant.id)
                     await database.sync_config(self.config)
                 except BaseException:
                     await pool.close()
                     raise
                 self.db, self.db_problem = database, None
+                self.runtime = Runtime(
+                    config=self.config,
+                    store=database,
+                    shopmonkey=self.shopmonkey,
+                    twilio=self.twilio,
+                    sendgrid=self.sendgrid,
+                    instance_id=self.instance_id,
+                    wake=self.wake_touchpoints.set,
+                    health=self.health,
+                )
+                self.ops = OpsDeps(self.config, database, wake=self.wake_touchpoints.set)
                 metrics.POOL.source = database.pool_stats
                 self.db_ready.set()
                 log.info("database.ready", embedded=self.config.database.url is None)
@@ -185,7 +224,9 @@ class Daemon:
                 # become a crash loop. /readyz shows the reason while we retry with backoff.
                 delay = DB_RETRY.delay(attempt)
                 attempt += 1
-                self.db_problem = f"{type(exc).__name__}: {exc} (retrying in {delay:.0f}s)"
+                # Our own words for a schema problem; anything else may carry the URL or user.
+                what = str(exc) if isinstance(exc, dbmod.MigrationError) else describe_error(exc)
+                self.db_problem = f"{what}; retrying in {delay:.0f}s"
                 log.error(
                     "database.unavailable",
                     error=f"{type(exc).__name__}: {exc}",
@@ -212,6 +253,11 @@ class Daemon:
                 loop.add_signal_handler(sig, self._on_signal, sig)
         self.session = aiohttp.ClientSession()
         self._build_clients()
+        metrics.start(
+            touchpoints_interval=self.config.touchpoints.interval,
+            poll_interval=self.config.shopmonkey.poll_interval if self.shopmonkey.enabled else None,
+            shopmonkey_auth_failed=lambda: self.shopmonkey.last_auth_error is not None,
+        )
         log.info(
             "leadd.starting",
             tenant=self.config.tenant.name,
@@ -249,8 +295,10 @@ class Daemon:
             if install_signals:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     loop.remove_signal_handler(sig)
-        if self.supervisor.fatal is not None:
-            log.error("leadd.stopped", status="fatal", error=str(self.supervisor.fatal))
+        if self.fatal is None and self.supervisor.fatal is not None:
+            self.fatal = str(self.supervisor.fatal)
+        if self.fatal is not None:
+            log.error("leadd.stopped", status="fatal", error=self.fatal)
             return 1
         log.info("leadd.stopped", status="ok")
         return 0
@@ -293,6 +341,16 @@ class Daemon:
             metrics.POOL.source = None
         if self.embedded is not None:
             await self.embedded.stop()
+
+
+def _listen_error(host: str, port: int, exc: OSError) -> str:
+    reason = {
+        errno.EADDRINUSE: "the port is in use (another leadd, or another program): stop it "
+        "or set http.port",
+        errno.EACCES: "permission denied (ports below 1024 need root): set http.port",
+        errno.EADDRNOTAVAIL: "no such address on this machine: set http.host",
+    }.get(exc.errno or 0, exc.strerror or str(exc))
+    return f"cannot listen on {host}:{port}: {reason}"
 
 
 async def _first(*aws: Any) -> None:

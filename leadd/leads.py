@@ -1,8 +1,11 @@
 """The lead lifecycle: states, allowed transitions, and ingestion of Shopmonkey order events.
 
-Webhook and poller feed the same `ingest` function, so an order seen both ways is one lead.
-A lead only moves forward; deliveries older than what is stored (`meta.version`, else
-`updatedDate`) are ignored. Every state change is a `lead_events` row.
+Webhook and poller feed the same `validate_order` and `ingest`, so an order seen both ways is
+one lead and is held to one standard. A lead only moves forward; deliveries that are not newer
+than what is stored (`meta.version`, else `updatedDate`; no version information at all is not
+newer) change nothing. A signed webhook delivery is remembered until its signature expires, so
+a replay of it is answered `duplicate` without touching the lead. Every state change is a
+`lead_events` row.
 """
 
 from __future__ import annotations
@@ -19,24 +22,15 @@ from leadd import db as dbmod
 from leadd import metrics, sequences
 from leadd.config import Config
 from leadd.db import Conn, Q
+from leadd.lifecycle import TERMINAL, can_transition
 from leadd.logs import get_logger
 
 log = get_logger(__name__)
 
-STATES = ("new", "contacted", "engaged", "qualified", "appointment_set", "completed", "lost")
-_RANK = {s: i for i, s in enumerate(STATES)}
-TERMINAL = frozenset({"completed", "lost"})
 OPERATIONS = ("INSERT", "UPDATE", "DELETE")
 MAX_DEPTH = 32
 MAX_ID_LENGTH = 128
 MAX_BIGINT = 2**63 - 1  # order_version is a PostgreSQL bigint
-
-
-def can_transition(current: str, target: str) -> bool:
-    """The one rule: forward only, never out of a terminal state; `lost` from any open state."""
-    if current in TERMINAL or current == target:
-        return False
-    return _RANK[target] > _RANK[current]
 
 
 def order_target_state(order: dict[str, Any], operation: str = "UPDATE") -> str | None:
@@ -57,11 +51,21 @@ class BadEvent(ValueError):
 
 
 @dataclass(frozen=True)
+class Replay:
+    """What makes a verified delivery recognisable if it comes again: a digest (of the
+    delivery id, or of a legacy-signed body) and until when its signature would still pass."""
+
+    digest: bytes
+    until: dt.datetime
+
+
+@dataclass(frozen=True)
 class OrderEvent:
     operation: str
     order: dict[str, Any]
     source: str  # webhook | poll | test
     delivery_id: str | None = None
+    replay: Replay | None = None
 
     @property
     def order_id(self) -> str:
@@ -71,7 +75,7 @@ class OrderEvent:
 @dataclass(frozen=True)
 class IngestResult:
     lead_id: uuid.UUID | None
-    result: str  # created | duplicate | updated | stale | ignored
+    result: str  # created | duplicate | replayed | updated | stale | ignored
     state: str | None = None
     reason: str | None = None
 
@@ -82,10 +86,12 @@ _OPTIONAL_STR = ("customerId", "vehicleId", "locationId", "updatedDate", "create
 _OPTIONAL_BOOL = ("authorized", "invoiced", "paid", "deleted", "archived")
 
 
-def parse_event(payload: Any, source: str, delivery_id: str | None = None) -> OrderEvent | str:
+def parse_event(
+    payload: Any, source: str, delivery_id: str | None = None, replay: Replay | None = None
+) -> OrderEvent | str:
     """Validate a decoded webhook body. Returns the event, or a reason string when the event
-    is well-formed but not an order (answered 200 ignored). Raises BadEvent for garbage."""
-    _check_tree(payload)
+    is well-formed but not an order (answered 200 ignored). Raises BadEvent for garbage.
+    Only `data` is stored, so only `data` goes through `validate_order`'s full checks."""
     if not isinstance(payload, dict):
         raise BadEvent("body must be a JSON object")
     table = payload.get("table")
@@ -99,10 +105,16 @@ def parse_event(payload: Any, source: str, delivery_id: str | None = None) -> Or
     data = payload.get("data")
     if not isinstance(data, dict):
         raise BadEvent("'data' must be an object")
-    return OrderEvent(op, validate_order(data), source, delivery_id)
+    return OrderEvent(op, validate_order(data), source, delivery_id, replay)
 
 
-def validate_order(data: dict[str, Any]) -> dict[str, Any]:
+def validate_order(data: Any) -> dict[str, Any]:
+    """The one check every order passes before it is stored, by webhook or by poll: what
+    PostgreSQL could not store (`_check_tree`), then the fields leadd reads. Raises BadEvent
+    with a reason that names the field, never its value."""
+    if not isinstance(data, dict):
+        raise BadEvent("an order must be a JSON object")
+    _check_tree(data)
     oid = data.get("id")
     if not isinstance(oid, str) or not oid.strip():
         raise BadEvent("'data.id' must be a non-empty string")
@@ -167,13 +179,15 @@ def _check_text(text: str) -> None:
 
 
 def parse_time(value: Any) -> dt.datetime | None:
-    if not isinstance(value, str):
+    """An ISO 8601 timestamp as an aware UTC datetime; None when it is not one, or when it
+    cannot be one in UTC (year 1 at +23:59 overflows: the driver would raise on it)."""
+    if not isinstance(value, str) or len(value) > 64:
         return None
     try:
         t = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
+        return t.astimezone(dt.UTC) if t.tzinfo else t.replace(tzinfo=dt.UTC)
+    except (ValueError, OverflowError):
         return None
-    return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
 
 
 def _version(order: dict[str, Any]) -> int | None:
@@ -184,14 +198,42 @@ def _version(order: dict[str, Any]) -> int | None:
 def is_newer(
     order: dict[str, Any], stored_version: int | None, stored_updated: dt.datetime | None
 ) -> bool:
-    """Ordering guard: meta.version when both sides have it, else updatedDate."""
+    """Ordering guard: meta.version when both sides have it, else updatedDate.
+
+    With nothing to compare, a delivery is not newer: a body without `meta.version` and
+    `updatedDate` (a replay, or a truncated row) must never overwrite what is stored. The one
+    exception is a stored order that itself carried neither: a delivery that does carry one
+    is the first ordering information the lead gets."""
     version = _version(order)
     if version is not None and stored_version is not None:
         return version > stored_version
     updated = parse_time(order.get("updatedDate"))
     if updated is not None and stored_updated is not None:
         return updated > stored_updated
-    return True
+    knows_order = version is not None or updated is not None
+    return knows_order and stored_version is None and stored_updated is None
+
+
+# SQLSTATE classes that say "the database is unavailable right now", not "this order cannot
+# be stored": connection (08), rollback/serialization (40), resources (53), object in use (55),
+# operator intervention (57), system (58), internal (XX).
+_TRANSIENT_SQLSTATE = frozenset({"08", "40", "53", "55", "57", "58", "XX"})
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True when storing failed because the database (or the way to it) is unavailable: retry
+    the whole delivery or poll cycle later, never skip the order. False when the failure
+    belongs to the one order (a value PostgreSQL or the driver refuses, a constraint, or a
+    bug its data triggers): contain it to that order."""
+    if isinstance(exc, asyncpg.exceptions._base.DataError):
+        return False  # the driver refused one of our values: the order's, not the database's
+    if isinstance(exc, OSError | TimeoutError | asyncpg.InterfaceError):
+        return True
+    if isinstance(exc, asyncpg.InternalClientError):
+        return True  # the server cut a pooled connection the pool had not noticed yet
+    if isinstance(exc, asyncpg.PostgresError):
+        return str(getattr(exc, "sqlstate", "") or "")[:2] in _TRANSIENT_SQLSTATE
+    return False
 
 
 # --------------------------------------------------------------------------- ingestion
@@ -243,7 +285,7 @@ async def _create(
     location = cfg.location_for_shopmonkey(order.get("locationId"))
     sequence, steps = sequences.plan(cfg, location, now)
     lead_id = uuid.uuid4()
-    number = order.get("number")
+    replay = event.replay
     async with db.pool.acquire() as conn:
         row = await conn.fetchrow(
             Q["insert_lead"],
@@ -251,7 +293,7 @@ async def _create(
             lead_id,
             location.id,
             event.order_id,
-            None if number is None else str(number),
+            order_number(order),
             event.source,
             _version(order),
             parse_time(order.get("updatedDate")),
@@ -265,9 +307,12 @@ async def _create(
             [s.name for s in steps],
             [s.channel for s in steps],
             [s.due_at for s in steps],
+            None if replay is None else replay.digest,
+            None if replay is None else replay.until,
         )
     if row is None:
         return None
+    metrics.LEADS_CREATED.labels(event.source, location.id).inc()
     log.info(
         "lead.created",
         lead_id=str(lead_id),
@@ -285,6 +330,13 @@ async def _apply_update(db: dbmod.Database, event: OrderEvent, target: str | Non
         if row is None:
             raise LookupError(f"order {event.order_id} vanished during ingestion")
         lead_id, state = row["id"], row["state"]
+        if event.replay is not None:
+            fresh = await conn.fetchval(
+                Q["remember_delivery"], db.tenant_id, event.replay.digest, event.replay.until
+            )
+            if not fresh:
+                # This very delivery was stored before: a replay changes nothing.
+                return IngestResult(lead_id, "replayed", state)
         if not is_newer(order, row["order_version"], row["order_updated_at"]):
             # A DELETE may carry the row as last stored (same version): the deletion itself
             # is still news. `lost` is terminal, so this never moves a lead backwards.
@@ -315,6 +367,21 @@ async def _apply_update(db: dbmod.Database, event: OrderEvent, target: str | Non
             )
             state = target
     return IngestResult(lead_id, "updated", state)
+
+
+MAX_ORDER_NUMBER_LENGTH = 32
+
+
+def order_number(order: dict[str, Any]) -> str | None:
+    """The shop's order number as text, or None when there is none usable (a 400-digit
+    number is not one a customer could be told)."""
+    number = order.get("number")
+    if number is None or isinstance(number, bool) or not isinstance(number, int | str):
+        return None
+    if isinstance(number, int) and not 0 <= number < 10**MAX_ORDER_NUMBER_LENGTH:
+        return None
+    text = str(number).strip()
+    return text if text and len(text) <= MAX_ORDER_NUMBER_LENGTH else None
 
 
 def _cause(event: OrderEvent) -> str:
@@ -361,6 +428,41 @@ async def advance(
         return False
     await _transition(conn, db.tenant_id, lead_id, row["state"], target, cause, detail or {})
     return True
+
+
+NO_ORDER_REF = "(no usable id)"
+
+
+def order_ref(order: Any) -> str:
+    """The order's id as an operator can search for it: printable and bounded, whatever the
+    order carried (a number, a NUL, nothing)."""
+    oid = order.get("id") if isinstance(order, dict) else None
+    if isinstance(oid, int) and not isinstance(oid, bool) and abs(oid) < 10**MAX_ID_LENGTH:
+        oid = str(oid)
+    if isinstance(oid, str):
+        text = "".join(c for c in oid[:MAX_ID_LENGTH] if c.isprintable()).strip()
+        if text:
+            return text
+    return NO_ORDER_REF
+
+
+async def record_rejection(
+    db: dbmod.Database, source: str, order: Any, kind: str, reason: str
+) -> None:
+    """An order refused at intake (`kind`: invalid | unstorable): a `rejected_orders` row for
+    operators, counted and logged on its first sighting (the poller's overlap and Shopmonkey's
+    retries bring it back). Best effort: refusing the order never depends on recording it."""
+    ref = order_ref(order)
+    try:
+        row = await db.fetchrow("record_rejected_order", source, ref, reason[:500])
+    except Exception as exc:
+        log.error("order.rejection_not_recorded", source=source, order_id=ref, error=repr(exc))
+        return
+    if row is not None and row["first"]:
+        metrics.ORDERS_REJECTED.labels(source, kind).inc()
+        log.warning("order.rejected", source=source, order_id=ref, kind=kind, reason=reason)
+    else:
+        log.debug("order.rejected_again", source=source, order_id=ref, kind=kind)
 
 
 def is_test_contact(phone: str | None, email: str | None) -> bool:

@@ -3,22 +3,30 @@
 The E.164 string is the dedupe key for contacts and opt-outs, so every number that enters
 leadd goes through `normalize` first. The state and zone decide quiet hours: state laws
 apply by the recipient's area code (Oklahoma explicitly presumes residence from it), and
-the send window is in the recipient's local time.
+the send window is in the recipient's local time. A number can span zones (South Dakota's
+605 is Central and Mountain), so `places_of` answers with every place it may be in, and
+quiet hours require the window to be open in all of them.
 
 The area-code table is a literal derived from phonenumbers' English geocoder rather than
 read from it at run time: loading the geocoder costs ~0.5 s and ~100 MB of RSS for data
 leadd never uses. `tests/unit/test_phones.py` rebuilds the table with
 `derive_area_code_states()` and fails when an upgraded phonenumbers disagrees with it.
+The zone data is small and already loaded with phonenumbers, so it is read at import.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from types import MappingProxyType
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import phonenumbers
 from phonenumbers import NumberParseException, PhoneNumber, PhoneNumberFormat
 from phonenumbers import timezone as _pn_timezone
+from phonenumbers.tzdata import TIMEZONE_DATA
+
+from leadd.compliance import Place
 
 # phonenumbers answers this when it knows nothing about a number's zone.
 _UNKNOWN_ZONE = "Etc/Unknown"
@@ -153,6 +161,44 @@ _STATE_NAMES: Mapping[str, str] = {
 _STATE_CODES = frozenset(_STATE_NAMES.values())
 
 
+def _area_code_zones() -> dict[str, frozenset[str]]:
+    """US area code -> every zone phonenumbers gives any of its prefixes (fast: a dict scan)."""
+    zones: dict[str, set[str]] = {}
+    for prefix, names in TIMEZONE_DATA.items():
+        area_code = prefix[1:4]
+        if prefix.startswith("1") and len(prefix) >= 4 and area_code in AREA_CODE_STATE:
+            zones.setdefault(area_code, set()).update(name for name in names if _loadable(name))
+    return {area_code: frozenset(names) for area_code, names in zones.items()}
+
+
+@functools.cache
+def _loadable(zone: str) -> bool:
+    """Whether zoneinfo knows `zone` (phonenumbers may name one newer than the host's tzdata)."""
+    if zone == _UNKNOWN_ZONE:
+        return False
+    try:
+        ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
+_AREA_CODE_ZONES: Mapping[str, frozenset[str]] = MappingProxyType(_area_code_zones())
+_US_ZONES = frozenset().union(*_AREA_CODE_ZONES.values())
+US_RANGE: frozenset[Place] = frozenset(
+    (zone, AREA_CODE_STATE[area_code])
+    for area_code, zones in _AREA_CODE_ZONES.items()
+    for zone in zones
+)
+"""Every (zone, state) of every US geographic area code: the 50 states and DC, Alaska and
+Hawaii included. Territories are not: they have region codes of their own (PR, VI, GU, ...),
+and a window shared by Guam and Honolulu would leave almost no sending time."""
+
+# phonenumbers' answer for a +1 number it can only place "somewhere in NANP": 25 countries,
+# Guam to Newfoundland, 9:00-20:00 everywhere at once never happens.
+_NANP_ZONES = frozenset(zone for zone in TIMEZONE_DATA.get("1", ()) if _loadable(zone))
+
+
 def normalize(raw: str | None, default_region: str = "US") -> str | None:
     """Return `raw` as E.164 ("+15125550123"), or None when it is empty or not a real number.
 
@@ -183,25 +229,37 @@ def us_state_of(e164: str) -> str | None:
     laws go by the number's area code, not by where the exchange was issued.
     """
     number = _parse(e164, None)
-    if number is None or phonenumbers.region_code_for_number(number) != "US":
-        return None
-    return AREA_CODE_STATE.get(str(number.national_number)[:3])
+    return None if number is None else _us_state(number)
 
 
-def timezone_of(e164: str, fallback: str) -> str:
-    """The recipient's IANA zone when the number maps to exactly one, else `fallback`.
+@functools.lru_cache(maxsize=4096)
+def places_of(e164: str, location_zone: str) -> frozenset[Place]:
+    """Every (IANA zone, US state) the owner of `e164` may be in, for quiet hours.
 
-    Several candidates are never collapsed, even when they share today's UTC offset:
-    their DST rules can differ (America/Denver vs America/Phoenix), and a guess that is
-    wrong for half the year would text people at 8 a.m. instead of 9 a.m.
+    - A US number: its area code's state, in each zone phonenumbers gives for its prefix
+      (Idaho's 208: Mountain and Pacific; South Dakota's 605: Central and Mountain).
+    - Another country's number: each of its zones, with no US state (state laws go by a
+      US area code). A UK mobile may be in London, Guernsey, Jersey or the Isle of Man.
+    - A number phonenumbers cannot place (toll-free and other non-geographic US numbers,
+      NANP numbers known only as "somewhere in +1", unknown zones, invalid input): the
+      location's zone plus the whole US range, `US_RANGE`.
+    - A demo number (+1 555): the location's zone, as the shop's own pretend customer.
+
+    Cached: it runs for every SMS, and the numbers of a day's sends repeat.
     """
     number = _parse(e164, None)
     if number is None:
-        return fallback
-    zones = _pn_timezone.time_zones_for_number(number)
-    if len(zones) == 1 and zones[0] != _UNKNOWN_ZONE:
-        return zones[0]
-    return fallback
+        return _unknown(location_zone)
+    if _is_demo_number(number):
+        return frozenset({(location_zone, None)})
+    zones = frozenset(z for z in _pn_timezone.time_zones_for_number(number) if _loadable(z))
+    state = _us_state(number)
+    if state is not None:
+        known = zones if zones and zones <= _US_ZONES else _AREA_CODE_ZONES[_area_code(number)]
+        return frozenset((zone, state) for zone in known)
+    if not zones or zones == _NANP_ZONES or phonenumbers.region_code_for_number(number) == "US":
+        return _unknown(location_zone)
+    return frozenset((zone, None) for zone in zones)
 
 
 def derive_area_code_states() -> dict[str, str]:
@@ -262,3 +320,17 @@ def _is_demo_number(number: PhoneNumber) -> bool:
         and str(number.national_number).startswith("555")
         and len(str(number.national_number)) == 10
     )
+
+
+def _us_state(number: PhoneNumber) -> str | None:
+    if phonenumbers.region_code_for_number(number) != "US":
+        return None
+    return AREA_CODE_STATE.get(_area_code(number))
+
+
+def _area_code(number: PhoneNumber) -> str:
+    return str(number.national_number)[:3]
+
+
+def _unknown(location_zone: str) -> frozenset[Place]:
+    return US_RANGE | {(location_zone, None)}

@@ -4,6 +4,10 @@ A crashed task is logged with its traceback, counted in `leadd_task_restarts_tot
 in /readyz while it waits to restart. The delay starts at 1 s, doubles per consecutive crash up
 to 60 s, and resets once the task has run for a healthy minute. A task marked `critical` (the
 HTTP server) is not hidden behind restarts: its crash takes the daemon down cleanly.
+
+/readyz is unauthenticated, so a crash is shown there as `describe_error` words it (the
+exception type and a fixed description), never by its message, which may quote a customer's
+data or a connection string; the message and traceback go to the (masked) log.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from dataclasses import dataclass, field
 
 from leadd import metrics
 from leadd.backoff import Backoff
+from leadd.errors import describe_error
 from leadd.logs import get_logger
 
 log = get_logger(__name__)
@@ -96,7 +101,8 @@ class Supervisor:
             except Exception as exc:
                 t.running = False
                 metrics.TASK_UP.labels(t.name).set(0)
-                t.last_error = f"{type(exc).__name__}: {exc}"
+                t.last_error = f"{describe_error(exc)} (details in the log)"
+                error = f"{type(exc).__name__}: {exc}"  # for the (masked) log only
                 ran_for = time.monotonic() - (t.started_at or 0)
                 if ran_for >= self.healthy_after:
                     t.consecutive_failures = 0
@@ -104,7 +110,7 @@ class Supervisor:
                     log.error(
                         "task.crashed_fatal",
                         task=t.name,
-                        error=t.last_error,
+                        error=error,
                         traceback=traceback.format_exc(),
                     )
                     self.fatal = exc
@@ -118,7 +124,7 @@ class Supervisor:
                 log.error(
                     "task.crashed",
                     task=t.name,
-                    error=t.last_error,
+                    error=error,
                     restart_in=round(delay, 2),
                     restarts=t.restarts,
                     traceback=traceback.format_exc(),

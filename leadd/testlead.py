@@ -2,15 +2,18 @@
 
 The order embeds a demo customer (+1555 number, demo e-mail) so it passes demo_mode and needs
 no Shopmonkey API key to enrich: a new user sees a lead go through end to end in dry-run.
+Each run invents a new demo person: the same phone or e-mail within leads.dedupe_window would
+be attached to the first lead as the same person, and nothing would be sent for it.
 """
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import json
+import secrets
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -19,7 +22,21 @@ from leadd.config import Config
 from leadd.providers.shopmonkey import sign_webhook
 
 
-def demo_order(cfg: Config) -> dict[str, Any]:
+@dataclass(frozen=True)
+class DemoPerson:
+    """A fictional customer: +1 555 numbers are never assigned, example.com never delivers."""
+
+    phone: str
+    email: str
+
+    @classmethod
+    def new(cls) -> DemoPerson:
+        digits = f"{secrets.randbelow(10**7):07d}"
+        return cls(phone=f"+1555{digits}", email=f"demo.driver+{digits}@example.com")
+
+
+def demo_order(cfg: Config, person: DemoPerson | None = None) -> dict[str, Any]:
+    person = person or DemoPerson.new()
     now = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     loc = cfg.locations[0]
     services = loc.services[:1]
@@ -47,8 +64,8 @@ def demo_order(cfg: Config) -> dict[str, Any]:
             "customer": {
                 "firstName": "Demo",
                 "lastName": "Driver",
-                "phoneNumbers": [{"number": "+15555550123", "primary": True, "type": "Mobile"}],
-                "emails": [{"email": "demo.driver@example.com", "primary": True}],
+                "phoneNumbers": [{"number": person.phone, "primary": True, "type": "Mobile"}],
+                "emails": [{"email": person.email, "primary": True}],
             },
             "vehicle": {"year": 2016, "make": "Honda", "model": "Civic"},
             "services": [
@@ -63,7 +80,8 @@ async def send_test_lead(cfg: Config, url: str | None = None) -> int:
         print("leadd: shopmonkey.webhook_secrets is empty; add one so the test lead can be signed")
         return 2
     base = (url or f"http://{cfg.http.host}:{cfg.http.port}").rstrip("/")
-    body = json.dumps(demo_order(cfg)).encode()
+    person = DemoPerson.new()
+    body = json.dumps(demo_order(cfg, person)).encode()
     headers = sign_webhook(
         body,
         cfg.shopmonkey.webhook_secrets[0],
@@ -83,9 +101,10 @@ async def send_test_lead(cfg: Config, url: str | None = None) -> int:
     if r.status != 200 or "leadId" not in answer:
         print(f"leadd: webhook answered {r.status}: {answer}")
         return 1
-    print(f"lead created: {answer['leadId']}")
+    print(
+        f"lead created: {answer['leadId']} for a new demo customer, {person.phone} {person.email}"
+    )
     print("next: the touch-point loop enriches it and sends the instant acknowledgement (SMS) and")
     print("the estimate e-mail at once, in dry-run unless Twilio/SendGrid credentials are set;")
     print("then follow-ups go out on the sequence's schedule, inside quiet hours.")
-    await asyncio.sleep(0)
     return 0

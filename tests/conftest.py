@@ -22,7 +22,7 @@ import asyncpg
 import pytest
 
 from leadd import config as configmod
-from leadd import db as dbmod
+from leadd.store import core as dbmod
 
 ROOT = Path(__file__).resolve().parent.parent
 TENANT_ID = "6f1c1c53-3f3e-4d0a-9d7e-0a6b1b1e0001"

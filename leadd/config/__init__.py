@@ -16,6 +16,8 @@ from leadd.config.convert import CHANNELS, LEAD_STATES, WEEKDAYS, parse_duration
 from leadd.config.demo import DEFAULT_SEQUENCE, DEMO_CONFIG
 from leadd.config.loader import demo, load, resolve_path
 from leadd.config.model import (
+    ApiConfig,
+    ApiToken,
     ChatConfig,
     ComplianceConfig,
     Config,
@@ -41,6 +43,8 @@ __all__ = [
     "DEMO_CONFIG",
     "LEAD_STATES",
     "WEEKDAYS",
+    "ApiConfig",
+    "ApiToken",
     "ChatConfig",
     "ComplianceConfig",
     "Config",

@@ -11,9 +11,12 @@ from typing import Any
 
 from leadd import templates
 from leadd.compliance import DEFAULT_STATE_RULES, QuietHours, Window, parse_window
+from leadd.config import convert
 from leadd.config.convert import WEEKDAYS
 from leadd.config.demo import DEFAULT_SEQUENCE
 from leadd.config.model import (
+    ApiConfig,
+    ApiToken,
     ChatConfig,
     ComplianceConfig,
     Config,
@@ -77,11 +80,40 @@ def build(
         staff=staff,
         sequences=sequences,
         logging=logging_cfg,
+        api=_api(root.child("api")),
         source=source,
     )
     if ctx.problems:
         raise ConfigError(ctx.problems)
     return cfg
+
+
+def _api(node: Node) -> ApiConfig:
+    """api.tokens: names unique, secrets of 16+ characters (never echoed), role read|write."""
+    tokens = []
+    for item in node.items("tokens"):
+        secret = item.raw("token")
+        if not isinstance(secret, str) or len(secret.strip()) < 16:
+            got = "nothing" if not secret else f"{len(str(secret).strip())} characters"
+            item.ctx.problem(item.key("token"), f"expected a secret of 16+ characters, got {got}")
+        name = item.value(
+            "name", convert.nonempty, "a name for the token (its actor name)", required=True
+        )
+        role = item.value("role", convert.choice("read", "write"), "read or write", required=False)
+        tokens.append(
+            ApiToken(
+                name=name if isinstance(name, str) else "",
+                token=str(secret or "").strip(),
+                role=role if isinstance(role, str) else "read",
+            )
+        )
+        item.done()
+    names = [t.name for t in tokens]
+    for i, name in enumerate(names):
+        if name and name in names[:i]:
+            node.ctx.problem(f"api.tokens[{i}].name", f"duplicate token name {name!r}")
+    node.done()
+    return ApiConfig(tokens=tuple(tokens))
 
 
 def _compliance(node: Node) -> ComplianceConfig:

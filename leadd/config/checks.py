@@ -14,6 +14,11 @@ def warnings(cfg: Config) -> list[str]:
         out.append(
             "shopmonkey.webhook_secrets is empty: every order webhook will be rejected (401)"
         )
+    if cfg.shopmonkey.accept_legacy_signature:
+        out.append(
+            "shopmonkey.accept_legacy_signature is on: X-Shopmonkey-Signature has no timestamp, "
+            "so a captured delivery can be replayed; replays are recognised for 7 days only"
+        )
     host = urlparse(cfg.http.public_url).hostname or ""
     if (cfg.twilio.live or cfg.sendgrid.live) and host in ("127.0.0.1", "localhost", "::1"):
         out.append(

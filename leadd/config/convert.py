@@ -42,6 +42,13 @@ def parse_duration(value: Any) -> float:
     return float(m.group(1)) * _DURATION_UNITS[m.group(2)]
 
 
+def positive_duration(value: Any) -> float:
+    seconds = parse_duration(value)
+    if seconds <= 0:
+        raise ValueError
+    return seconds
+
+
 def format_duration(seconds: float) -> str:
     """The shortest exact spelling: 86400 -> "1d", 90 -> "90s", 0.25 -> "250ms"."""
     for unit in ("d", "h", "m", "s"):
@@ -129,7 +136,13 @@ def time_zone(v: Any) -> str:
     return s
 
 
+class Unquoted(ValueError):
+    """A value YAML turned into a number because it was not quoted."""
+
+
 def e164_phone(v: Any) -> str:
+    if isinstance(v, int) and not isinstance(v, bool):
+        raise Unquoted("YAML reads an unquoted +15125550100 as a number: quote it")
     s = text(v).strip()
     try:
         num = phonenumbers.parse(s, None)

@@ -31,7 +31,8 @@ DEFAULT_SEQUENCE: tuple[SequenceStep, ...] = (
             'Hi {{ customer.first_name | default("there") }},\n\n'
             "Thanks for reaching out to {{ location.name }}. Here is what we have so far:\n"
             '{{ services.list | default("Estimate in progress") }}\n\n'
-            "Today's hours: {{ location.hours_today }}. Call us at {{ location.phone }}.\n"
+            "Today's hours: {{ location.hours_today }}. Questions? Call us at {{ location.phone }}.\n"
+            # Alone on its line, and only with a link (chat.base_url defaults to {public_url}/c).
             "{% if chat.link %}See your estimate, chat with us or book a time: {{ chat.link }}\n"
             "{% endif %}"
         ),

@@ -49,6 +49,11 @@ class HttpConfig:
     port: int = setting(3000, convert.port, "a port number 0-65535")
     public_url: str = http_url("")  # default: http://{host}:{port}
     max_body_bytes: int = setting(1_048_576, convert.positive_int, "a positive number of bytes")
+    # Slow clients (connections.py): a connection's next request headers, from its opening or
+    # its previous answer; a request body, from the end of its headers; open connections.
+    header_timeout: float = setting(30.0, convert.positive_duration, "a duration above 0")
+    body_timeout: float = setting(30.0, convert.positive_duration, "a duration above 0")
+    max_connections: int = count(256)
 
     def __post_init__(self) -> None:
         if not self.public_url:  # the URL providers call back on, when nothing else is said
@@ -63,6 +68,8 @@ class ShopmonkeyConfig:
     poll_interval: float = duration(30.0)
     requests_per_second: float = rate(2.0)
     poll_lookback: float = duration(3600.0)  # first poll (no cursor yet) looks back this far
+    # X-Shopmonkey-Signature (no timestamp, replayable): off unless deliveries need it.
+    accept_legacy_signature: bool = flag(False)
 
     @property
     def live(self) -> bool:
@@ -197,6 +204,18 @@ class Location:
     sms_from: str | None = phone_number("+15125550199")  # default: twilio.from_number
 
 
+@dataclass(frozen=True)
+class ApiToken:
+    name: str  # recorded as the actor of what the token does
+    token: str = field(repr=False)  # never printed, never logged
+    role: str = "read"  # read | write
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    tokens: tuple[ApiToken, ...] = ()  # none: the ops API (/api/v1) is off
+
+
 @dataclass(frozen=True, kw_only=True)
 class LoggingConfig:
     level: str = setting(
@@ -223,6 +242,7 @@ class Config:
     staff: tuple[StaffUser, ...] = ()
     sequences: Mapping[str, tuple[SequenceStep, ...]] = field(default_factory=dict)
     logging: LoggingConfig = LoggingConfig()
+    api: ApiConfig = ApiConfig()
     shutdown_timeout: float = duration(10.0)
     source: str = "<built-in demo>"
 

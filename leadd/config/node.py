@@ -14,6 +14,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from leadd.config import convert
 from leadd.config.fields import spec_of
 
 if TYPE_CHECKING:
@@ -75,6 +76,9 @@ class Node:
             return _MISSING
         try:
             return conv(value)
+        except convert.Unquoted as exc:
+            self.ctx.problem(self.key(key), f"expected {expected}, got {value!r} ({exc})")
+            return _MISSING
         except (ValueError, TypeError):
             self.ctx.error(self.key(key), expected, value)
             return _MISSING

@@ -4,6 +4,12 @@ feed them through the same ingestion as the webhook, catching whatever the webho
 One poller per tenant at a time, even with two daemons on one database: a lease row with an
 expiry. Each cycle is a `job_executions` row. The cursor only moves forward, and each cycle
 re-reads a small overlap so an order committed with an older updatedDate is not skipped.
+
+A polled order passes the webhook's validation (`leads.validate_order`). One that fails it, or
+that the database refuses to store, is that order's problem: recorded (`rejected_orders`, the
+log, `leadd_orders_rejected_total`, the cycle's counts) and skipped, and the cursor moves past
+it. Only the database being unavailable for everyone stops a cycle before the cursor moves.
+Each tick also forgets webhook deliveries whose signatures have expired.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 
 from leadd import leads, metrics
+from leadd.errors import describe_error
 from leadd.logs import get_logger
 from leadd.providers import shopmonkey as sm
 
@@ -37,7 +44,10 @@ async def run(daemon: Daemon) -> None:
     interval = daemon.config.shopmonkey.poll_interval
     next_tick = time.monotonic()
     while not daemon.shutdown.is_set():
-        await run_once(daemon)
+        started = time.monotonic()
+        if await run_once(daemon) is not None:  # a cycle ran (not disabled, not a follower)
+            metrics.POLL_DURATION.observe(time.monotonic() - started)
+        await prune_deliveries(daemon)
         daemon.supervisor.beat("poll")
         metrics.LOOP_LAST_RUN.labels("poll").set(time.time())
         next_tick += interval
@@ -68,6 +78,7 @@ async def run_once(daemon: Daemon, now: dt.datetime | None = None) -> dict[str, 
         "stale": 0,
         "ignored": 0,
         "invalid": 0,
+        "failed": 0,
     }
     try:
         row = await db.fetchrow("get_cursor", CURSOR)
@@ -81,25 +92,18 @@ async def run_once(daemon: Daemon, now: dt.datetime | None = None) -> dict[str, 
         newest: dt.datetime | None = None
         created = False
         for order in orders:
-            try:
-                event = leads.OrderEvent("UPDATE", leads.validate_order(order), "poll")
-            except leads.BadEvent as exc:
-                counts["invalid"] += 1
-                log.warning(
-                    "poll.invalid_order", order_id=str(order.get("id"))[:64], reason=str(exc)
-                )
-                continue
-            if cfg.demo_mode and leads.demo_filter_reason(order):
-                counts["ignored"] += 1
-                continue
-            result = await leads.ingest(db, cfg, event)
-            counts[result.result] = counts.get(result.result, 0) + 1
-            created = created or result.result == "created"
+            result = await _ingest_one(daemon, order)
+            counts[result] = counts.get(result, 0) + 1
+            created = created or result == "created"
+            # Every row counts for the cursor, a skipped one too: the client checked that
+            # each matches the updatedDate filter, so each has one.
             updated = leads.parse_time(order.get("updatedDate"))
             if updated and (newest is None or updated > newest):
                 newest = updated
         if newest is not None:
-            await db.execute("set_cursor", CURSOR, newest)
+            # Never past the present: one order dated 9999 must not make the poller look
+            # only for orders after it from then on.
+            await db.execute("set_cursor", CURSOR, min(newest, now))
         elif row is None:
             await db.execute("set_cursor", CURSOR, since)
         if created:
@@ -107,11 +111,12 @@ async def run_once(daemon: Daemon, now: dt.datetime | None = None) -> dict[str, 
         await db.execute("finish_job", job["id"], "ok", counts, None)
         daemon.provider_problems.pop("shopmonkey", None)
         metrics.POLL_CYCLES.labels("ok").inc()
+        metrics.POLL_LAST_SUCCESS.set_to_current_time()
         if counts["created"]:
             log.info("poll.cycle", **counts)
         return counts
     except sm.ShopmonkeyAuthError as exc:
-        daemon.provider_problems["shopmonkey"] = f"authentication failed: {exc}"
+        daemon.provider_problems["shopmonkey"] = sm.auth_problem(exc)
         await _fail(daemon, job["id"], counts, exc)
     except (
         sm.ShopmonkeyError,
@@ -124,6 +129,39 @@ async def run_once(daemon: Daemon, now: dt.datetime | None = None) -> dict[str, 
         # The cursor has not moved: the next cycle fetches the same orders again.
         await _fail(daemon, job["id"], counts, exc)
     return counts
+
+
+async def _ingest_one(daemon: Daemon, order: dict[str, Any]) -> str:
+    """One polled order through the webhook's validation and ingestion; its result name
+    (a key of the cycle's counts). Raises only when the database is unavailable for all."""
+    cfg, db = daemon.config, daemon.db
+    assert db is not None
+    try:
+        event = leads.OrderEvent("UPDATE", leads.validate_order(order), "poll")
+    except leads.BadEvent as exc:
+        await leads.record_rejection(db, "poll", order, "invalid", str(exc))
+        return "invalid"
+    if cfg.demo_mode and leads.demo_filter_reason(order):
+        return "ignored"
+    try:
+        result = await leads.ingest(db, cfg, event)
+    except Exception as exc:
+        if leads.is_transient(exc):
+            raise
+        log.exception("poll.order_failed", order_id=leads.order_ref(order))
+        await leads.record_rejection(db, "poll", order, "unstorable", describe_error(exc))
+        return "failed"
+    return result.result
+
+
+async def prune_deliveries(daemon: Daemon) -> None:
+    """Forget webhook deliveries whose signatures have expired (they can no longer be
+    replayed). Every daemon does it for its tenant; a failure waits for the next tick."""
+    assert daemon.db is not None
+    try:
+        await daemon.db.execute("prune_deliveries")
+    except Exception as exc:
+        log.warning("webhook.prune_failed", error=describe_error(exc))
 
 
 async def _fail(daemon: Daemon, job_id: int, counts: dict[str, Any], exc: Exception) -> None:

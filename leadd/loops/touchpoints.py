@@ -1,7 +1,8 @@
 """Touch-point loop: every `interval`, or at once when woken by a new lead, it enriches new
 leads, reconciles sends left in doubt by a crash, then claims due touch points and sends them
 with bounded concurrency. A heartbeat extends the leases of rows still in flight, so a slow
-(rate-limited) send is never mistaken for a dead daemon's.
+(rate-limited) send is never mistaken for a dead daemon's. While Twilio's message list cannot
+be read for sends in doubt, /readyz says so.
 """
 
 from __future__ import annotations
@@ -71,16 +72,26 @@ async def run_once(
     counts: Counter[str] = Counter()
     await _enrich(daemon)
     if full:
-        stale = await db.fetch("claim_stale_sending", daemon.instance_id, tp.lease, tp.batch_size)
+        stale = await db.fetch("claim_stale_sending", engine.owner, tp.lease, tp.batch_size)
         for row in stale:
             counts["reconcile:" + await engine.reconcile(row)] += 1
+        _report_lookups(daemon, engine, counts)
     await _send_due(daemon, engine, counts)
     if full:
-        due = await db.fetchrow("count_due_touchpoints")
-        metrics.TOUCHPOINTS_DUE.set(due["n"] if due else 0)
+        due = await db.fetchrow("count_due_touchpoints", metrics.OVERDUE_AFTER)
+        metrics.set_touchpoints_due(due)
     if counts:
         log.info("touchpoints.cycle", **dict(counts))
     return counts
+
+
+def _report_lookups(daemon: Daemon, engine: Outreach, counts: Counter[str]) -> None:
+    """/readyz names a Twilio message list that could not be read in this pass while sends
+    wait on it; a pass without such failures (nothing left in doubt) clears it."""
+    if counts["reconcile:lookup_failed"] or counts["reconcile:unknown"]:
+        daemon.provider_problems["twilio"] = engine.lookup_problem
+    else:
+        daemon.provider_problems.pop("twilio", None)
 
 
 async def _enrich(daemon: Daemon) -> None:
@@ -108,7 +119,7 @@ async def _send_due(daemon: Daemon, engine: Outreach, counts: Counter[str]) -> N
         try:
             if daemon.shutdown.is_set():
                 # Shutting down: hand unstarted rows back instead of starting new sends.
-                await db.execute("defer_touchpoint", row["id"], row["due_at"], None)
+                await db.execute("defer_touchpoint", row["id"], row["due_at"], None, engine.owner)
                 counts["released"] += 1
                 return
             counts[await engine.process(row)] += 1
@@ -123,7 +134,7 @@ async def _send_due(daemon: Daemon, engine: Outreach, counts: Counter[str]) -> N
             if in_flight:
                 with suppress(asyncpg.PostgresError, OSError):
                     await db.execute(
-                        "extend_leases", daemon.instance_id, tp.lease, list(in_flight.values())
+                        "extend_leases", engine.owner, tp.lease, list(in_flight.values())
                     )
 
     beat = asyncio.create_task(heartbeat())
@@ -132,7 +143,7 @@ async def _send_due(daemon: Daemon, engine: Outreach, counts: Counter[str]) -> N
             free = tp.concurrency - len(in_flight)
             if not drained and free > 0 and not daemon.shutdown.is_set():
                 limit = min(tp.batch_size, free)
-                rows = await db.fetch("claim_touchpoints", daemon.instance_id, tp.lease, limit)
+                rows = await db.fetch("claim_touchpoints", engine.owner, tp.lease, limit)
                 for row in rows:
                     in_flight[asyncio.create_task(one(row))] = row["id"]
                 drained = len(rows) < limit

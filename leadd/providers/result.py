@@ -11,10 +11,15 @@ from __future__ import annotations
 import datetime as dt
 import email.utils
 import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal
 
 Outcome = Literal["sent", "retry", "failed"]
+
+# The caller's last word on a send, awaited by the client after every wait (rate limit,
+# server-requested pause) and immediately before the request: False means "do not send".
+Gate = Callable[[], Awaitable[bool]]
 
 DRY_RUN_PREFIX = "DRY"
 

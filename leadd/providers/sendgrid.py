@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_der_public_key
 
 from leadd.logs import get_logger
-from leadd.providers.result import SendResult, dry_run_result, parse_retry_after
+from leadd.providers.result import Gate, SendResult, dry_run_result, parse_retry_after
 from leadd.ratelimit import RateLimiter
 
 log = get_logger(__name__)
@@ -139,13 +139,17 @@ class SendGridClient:
         html: str | None,
         custom_args: Mapping[str, str],
         headers: Mapping[str, str] | None = None,
-    ) -> SendResult:
-        """Send one e-mail. Never raises for HTTP or network failures.
+        gate: Gate | None = None,
+    ) -> SendResult | None:
+        """Send one e-mail. Never raises for HTTP or network failures. Like Twilio's
+        `send_sms`: waits for a slot, then `gate()` (None when it says no), then posts.
 
         Mail Send has no idempotency key, so a "retry" after a 5xx or a timeout can deliver
         twice; callers put a stable id in `custom_args` and dedupe on the event side.
         """
         if self.dry_run:
+            if gate is not None and not await gate():
+                return None
             result = dry_run_result()
             log.info("sendgrid.mail.dry_run", to=to, message_id=result.provider_id)
             return result
@@ -160,6 +164,8 @@ class SendGridClient:
             headers=headers,
         )
         await self._limiter.acquire()
+        if gate is not None and not await gate():
+            return None
         session = self._get_session()
         started = time.monotonic()
         try:

@@ -27,6 +27,7 @@ import json
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 from urllib.parse import quote
@@ -49,8 +50,15 @@ MAX_PAGES = 100
 MAX_RETRY_AFTER = 600.0
 WEBHOOK_TOLERANCE_SECONDS = 300
 LEGACY_SIGNATURE_HEADER = "X-Shopmonkey-Signature"
+# How long a legacy-signed body is remembered. Its signature never expires, so this bounds
+# only the table; a replay after it is still ordered by meta.version/updatedDate (not newer:
+# no change) and at worst re-runs an ingestion that was already done.
+LEGACY_REPLAY_MEMORY = 7 * 86400.0
 _WHSEC_PREFIX = "whsec_"
-_TIMESTAMP = re.compile(r"[0-9]+")
+# Unix seconds; bounded so int() stays cheap (Python refuses over 4,300 digits: a 500).
+_TIMESTAMP = re.compile(r"[0-9]{1,12}")
+_YEAR = re.compile(r"[0-9]{4}")
+MIN_MODEL_YEAR, MAX_MODEL_YEAR = 1886, 2100
 
 SleepFn = Callable[[float], Awaitable[Any]]
 
@@ -66,6 +74,15 @@ class ShopmonkeyError(Exception):
 class ShopmonkeyAuthError(ShopmonkeyError):
     """401, or 403 with a JSON body: the key is wrong or lacks a scope. Never retried:
     retrying cannot fix a key, and hammering with a bad key risks a ban."""
+
+
+def auth_problem(exc: ShopmonkeyAuthError) -> str:
+    """The rejected key in words for /readyz: the status, never the path (it names a
+    customer or order) or what the API said (the log has both)."""
+    return (
+        f"authentication failed: HTTP {exc.status} "
+        "(the API key is missing, invalid or lacks a scope; details in the log)"
+    )
 
 
 class ShopmonkeyUnavailable(ShopmonkeyError):
@@ -170,7 +187,10 @@ class ShopmonkeyClient:
                 raise ShopmonkeyError("GET /order: expected a list in 'data'")
             for row in rows:
                 _check_row(row, field, floor, sent)
-                orders.setdefault(row["id"], row)
+                # A row without a usable id still reaches the poller, whose validation
+                # records and skips it: failing the page would stop polling at it forever.
+                oid = row.get("id")
+                orders.setdefault(oid if isinstance(oid, str) else f"#{skip}:{len(orders)}", row)
             meta = envelope.get("meta")
             has_more = meta.get("hasMore") if isinstance(meta, dict) else None
             if has_more is False or len(rows) < limit:
@@ -313,9 +333,16 @@ def _segment(value: str) -> str:
 
 def _json_or_none(text: str) -> Any:
     try:
-        return json.loads(text)
+        return json.loads(text, parse_int=_parse_int)
     except ValueError:
         return None
+
+
+def _parse_int(digits: str) -> int | float:
+    # One number longer than Python converts (4,300 digits) must not make the whole page
+    # unreadable, which would stop polling at it forever: it becomes infinity, which order
+    # validation refuses for that one order.
+    return int(digits) if len(digits) <= 4000 else float("inf")
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -357,19 +384,19 @@ def _parse_iso(value: Any) -> datetime | None:
 
 
 def _check_row(row: Any, field: str, floor: datetime, sent: str) -> None:
-    if not isinstance(row, dict) or not isinstance(row.get("id"), str) or not row["id"]:
-        raise ShopmonkeyError("GET /order: a row has no 'id'")
+    if not isinstance(row, dict):
+        raise ShopmonkeyError("GET /order: a row is not an object")
     value = _parse_iso(row.get(field))
     if value is None or value < floor:
         log.error(
             "shopmonkey.filter_ignored",
             field=field,
             since=sent,
-            order_id=row["id"],
+            order_id=row.get("id"),
             value=row.get(field),
         )
         raise ShopmonkeyFilterIgnored(
-            f"GET /order returned order {row['id']} with {field}={row.get(field)!r}, "
+            f"GET /order returned order {row.get('id')!r:.80} with {field}={row.get(field)!r:.80}, "
             f"outside the filter {field} >= {sent}: the API ignored the filter"
         )
 
@@ -409,13 +436,12 @@ def vehicle_summary(vehicle: Mapping[str, Any]) -> dict[str, Any]:
     """`{year, make, model, description}`; description reads like "2016 Honda Civic Si",
     the same shape as Shopmonkey's `generatedVehicleName`, or None when nothing is known."""
     year_raw = vehicle.get("year")
-    year: int | None
+    if isinstance(year_raw, str) and _YEAR.fullmatch(year_raw.strip()):
+        year_raw = int(year_raw.strip())
+    # Only a model year a car can have: "²".isdigit() is true and int("9" * 5000) raises.
+    year: int | None = None
     if isinstance(year_raw, int) and not isinstance(year_raw, bool):
-        year = year_raw
-    elif isinstance(year_raw, str) and year_raw.strip().isdigit():
-        year = int(year_raw.strip())
-    else:
-        year = None
+        year = year_raw if MIN_MODEL_YEAR <= year_raw <= MAX_MODEL_YEAR else None
     make = _str_or_none(vehicle.get("make"))
     model = _str_or_none(vehicle.get("model"))
     submodel = _str_or_none(vehicle.get("submodel"))
@@ -435,6 +461,18 @@ class WebhookSignatureError(Exception):
         self.reason = reason
 
 
+@dataclass(frozen=True)
+class VerifiedDelivery:
+    """A delivery whose signature passed, and what to remember so that a replay of it is
+    recognised: `digest` (of the webhook-id, or of a legacy-signed body) until `expires_at`
+    (unix time), after which the same signature no longer passes (Standard Webhooks) or
+    after LEGACY_REPLAY_MEMORY (legacy signatures carry no timestamp)."""
+
+    digest: bytes
+    expires_at: float
+    legacy: bool = False
+
+
 def verify_webhook(
     headers: Mapping[str, str],
     body: bytes,
@@ -442,13 +480,17 @@ def verify_webhook(
     *,
     now: float,
     tolerance: int = WEBHOOK_TOLERANCE_SECONDS,
-) -> None:
-    """Raise WebhookSignatureError unless `body` was signed with one of `secrets`.
+    allow_legacy: bool = False,
+) -> VerifiedDelivery:
+    """Raise WebhookSignatureError unless `body` was signed with one of `secrets`; return
+    what identifies this delivery for replay detection.
 
     Standard Webhooks headers (`webhook-id`, `webhook-timestamp`, `webhook-signature`)
     are what Shopmonkey documents; when they are present they are the only thing
     checked, because they carry the timestamp that stops replays. The legacy
-    `X-Shopmonkey-Signature` hex HMAC is accepted only when they are absent.
+    `X-Shopmonkey-Signature` hex HMAC is accepted only when they are absent, and only with
+    `allow_legacy`: it has no timestamp, so a captured body could be replayed forever; the
+    caller can only remember its digest for LEGACY_REPLAY_MEMORY.
 
     Every secret is tried so a secret can be rotated without dropping deliveries. For
     the key, both readings seen in the wild are accepted: the secret's UTF-8 bytes
@@ -466,12 +508,24 @@ def verify_webhook(
         if not msg_id or not timestamp or not signature:
             raise WebhookSignatureError("missing signature headers")
         _verify_standard(msg_id, timestamp, signature, body, keys, now=now, tolerance=tolerance)
-        return
+        # The id is signed, so a replay carries the same one. Its signature passes while the
+        # signed timestamp is within `tolerance` of the clock, and that timestamp is within
+        # `tolerance` of now: remembering it for 2 x tolerance outlives every replay.
+        digest = hashlib.sha256(b"webhook-id\x00" + msg_id.encode("utf-8", "replace")).digest()
+        return VerifiedDelivery(digest, now + 2 * tolerance)
 
     legacy = _header(headers, LEGACY_SIGNATURE_HEADER)
     if legacy is None:
         raise WebhookSignatureError("missing signature headers")
+    if not allow_legacy:
+        raise WebhookSignatureError(
+            f"{LEGACY_SIGNATURE_HEADER} is not accepted (no timestamp, so replayable); "
+            "sign with webhook-id/-timestamp/-signature or set "
+            "shopmonkey.accept_legacy_signature"
+        )
     _verify_legacy(legacy, body, keys)
+    digest = hashlib.sha256(b"legacy-body\x00" + body).digest()
+    return VerifiedDelivery(digest, now + LEGACY_REPLAY_MEMORY, legacy=True)
 
 
 def sign_webhook(body: bytes, secret: str, *, msg_id: str, timestamp: int) -> dict[str, str]:

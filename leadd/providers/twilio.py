@@ -6,7 +6,9 @@ its own (hiding 429s we want to see), and we need only three calls. Wire facts (
 codes, the signature algorithm) are in docs/reference messaging.md §1-§6.
 
 `send_sms` never raises for provider or network trouble: it classifies the outcome into a
-`SendResult` so the caller decides about retries in one place. `find_sent` is the opposite:
+`SendResult` so the caller decides about retries in one place. It waits for the sender's
+rate-limit slot first, then asks the caller's gate (opt-out, quiet hours...), then posts at
+once, so nothing the caller checked can change during a wait. `find_sent` is the opposite:
 reconciliation must never guess, so it raises `TwilioError` whenever it cannot be sure.
 """
 
@@ -27,7 +29,7 @@ import aiohttp
 
 from leadd.backoff import Backoff
 from leadd.logs import get_logger
-from leadd.providers.result import SendResult, dry_run_result, parse_retry_after
+from leadd.providers.result import Gate, SendResult, dry_run_result, parse_retry_after
 from leadd.ratelimit import RateLimiter
 
 log = get_logger(__name__)
@@ -49,6 +51,10 @@ THROTTLE_CODES = frozenset({20429, 21611})
 # 20003: authentication failed. Permanent until an operator fixes the credentials.
 AUTH_CODES = frozenset({20003})
 
+# The longest pause one answer may impose (Retry-After on a 429 or 5xx). Twilio's own 429s ask
+# for seconds; a larger value (a proxy, a misconfiguration: 86400 was seen) would otherwise
+# hold every lead's first SMS from this sender, and park the throttled send, for that long.
+MAX_RETRY_AFTER = 60.0
 # Without a Retry-After, a throttled sender pauses for an exponential delay in the number of
 # consecutive throttles it has seen, so a sustained 429 storm does not hammer Twilio.
 _THROTTLE_BACKOFF = Backoff(base=1.0, cap=30.0, jitter=0.2)
@@ -81,7 +87,8 @@ class TwilioClient:
 
     Twilio queues per sender at its MPS and fails anything queued longer than 10 hours, so
     we keep each `From` at `messages_per_second` ourselves: one RateLimiter per sender, and a
-    429 pauses that sender's limiter so all its in-flight coroutines back off together.
+    429 pauses that sender's limiter (at most MAX_RETRY_AFTER) so all its in-flight
+    coroutines back off together.
     """
 
     def __init__(
@@ -131,24 +138,37 @@ class TwilioClient:
         """The RateLimiter for one sender number, created on first use."""
         lim = self._limiters.get(from_)
         if lim is None:
-            lim = self._limiters[from_] = RateLimiter(self._mps)
+            lim = self._limiters[from_] = RateLimiter(self._mps, max_pause=MAX_RETRY_AFTER)
         return lim
 
     async def send_sms(
-        self, *, to: str, from_: str, body: str, status_callback: str | None
-    ) -> SendResult:
+        self,
+        *,
+        to: str,
+        from_: str,
+        body: str,
+        status_callback: str | None,
+        gate: Gate | None = None,
+    ) -> SendResult | None:
         """Create one outbound Message. Never raises for HTTP or network failures.
+
+        Waits for the sender's slot, then awaits `gate()` and posts right after it: None
+        (nothing sent) when the gate says no. The slot is taken first so that whatever the
+        gate decides (a STOP, quiet hours, the cap) is decided after the wait, not before.
 
         A "retry" after a 5xx or a timeout may still have been accepted by Twilio (Messages
         create has no idempotency key): the caller should `find_sent` before resending.
         """
         if self.dry_run:
+            if gate is not None and not await gate():
+                return None
             result = dry_run_result()
             log.info("twilio.sms.dry_run", to=to, from_=from_, sid=result.provider_id)
             return result
 
-        limiter = self.limiter(from_)
-        await limiter.acquire()
+        await self.limiter(from_).acquire()
+        if gate is not None and not await gate():
+            return None
         form = [("To", to), ("From", from_), ("Body", body)]
         if status_callback is not None:
             form.append(("StatusCallback", status_callback))
@@ -272,6 +292,8 @@ class TwilioClient:
         code, message = parse_error(status, text)
         code_int = int(code) if code and code.isdigit() else None
         retry_after = parse_retry_after(headers.get("Retry-After"), time.time())
+        if retry_after is not None:
+            retry_after = min(retry_after, MAX_RETRY_AFTER)
 
         if code_int in OPT_OUT_CODES:
             return SendResult("failed", None, status, code, message, None, latency, opted_out=True)
@@ -498,6 +520,7 @@ def _transport_failure(code: str, message: str, started: float) -> SendResult:
 __all__ = [
     "AUTH_CODES",
     "INVALID_RECIPIENT_CODES",
+    "MAX_RETRY_AFTER",
     "OPT_OUT_CODES",
     "SIGNATURE_HEADER",
     "THROTTLE_CODES",

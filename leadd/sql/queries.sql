@@ -51,6 +51,8 @@ INSERT INTO service_catalog (tenant_id, location_id, name, price_cents) VALUES (
 -- One round trip for a new order: the lead, its first timeline row and its touch points.
 -- ON CONFLICT makes a redelivered or polled order a no-op; the caller then reads the
 -- existing id (a concurrent insert of the same order may not be visible to this snapshot).
+-- A signed webhook delivery ($19 digest, remembered until $20) is remembered in the same
+-- statement, only when it created the lead: remembered if and only if stored.
 WITH ins AS (
     INSERT INTO leads (id, tenant_id, location_id, shopmonkey_order_id, order_number, source,
                        order_version, order_updated_at, order_data, customer_id, vehicle_id,
@@ -65,9 +67,33 @@ WITH ins AS (
     INSERT INTO touch_points (tenant_id, lead_id, sequence, step_index, step_name, channel, due_at)
     SELECT $1, ins.id, $14, s.idx, s.name, s.channel, s.due
     FROM ins, unnest($15::int[], $16::text[], $17::text[], $18::timestamptz[]) AS s(idx, name, channel, due)
-
+), seen AS (
+    INSERT INTO webhook_deliveries (tenant_id, digest, expires_at)
+    SELECT $1, $19::bytea, $20::timestamptz FROM ins WHERE $19::bytea IS NOT NULL
+    ON CONFLICT (tenant_id, digest) DO NOTHING
 )
 SELECT id FROM ins;
+
+-- name: remember_delivery
+-- Inside the transaction that stores the delivery: true when it was not seen before (or its
+-- memory has expired and is renewed), NULL for a replay of a delivery already stored.
+INSERT INTO webhook_deliveries (tenant_id, digest, expires_at) VALUES ($1, $2, $3)
+ON CONFLICT (tenant_id, digest) DO UPDATE SET expires_at = EXCLUDED.expires_at
+    WHERE webhook_deliveries.expires_at <= now()
+RETURNING true;
+
+-- name: prune_deliveries
+-- A delivery whose signature has expired cannot be replayed; forget it.
+DELETE FROM webhook_deliveries WHERE tenant_id = $1 AND expires_at <= now();
+
+-- name: record_rejected_order
+-- An order refused at intake (invalid, or the database would not store it), kept for
+-- operators: one row per (source, order), counting sightings (the poller's overlap and
+-- Shopmonkey's retries see it again). `first` is true on the first sighting only.
+INSERT INTO rejected_orders (tenant_id, source, order_ref, reason) VALUES ($1, $2, $3, $4)
+ON CONFLICT (tenant_id, source, order_ref) DO UPDATE
+    SET reason = EXCLUDED.reason, seen = rejected_orders.seen + 1, last_seen = now()
+RETURNING (xmax = 0) AS first;
 
 -- name: lead_id_by_order
 SELECT id FROM leads WHERE tenant_id = $1 AND shopmonkey_order_id = $2;
@@ -80,13 +106,15 @@ WHERE tenant_id = $1 AND shopmonkey_order_id = $2 FOR UPDATE;
 UPDATE leads SET order_data = $3, order_version = $4, order_updated_at = $5,
     customer_id = $6, vehicle_id = $7, updated_at = now(),
     -- A customer or vehicle linked later means there is something new to enrich: due now,
-    -- with a fresh attempt budget. 'pending' stays pending (its touch points wait for the
-    -- first enrichment); only a finished enrichment is reopened.
+    -- with a fresh attempt and failure budget. 'pending' stays pending (its touch points wait
+    -- for the first enrichment); only a finished (or given up) enrichment is reopened.
     enrichment_status = CASE WHEN (customer_id IS DISTINCT FROM $6 OR vehicle_id IS DISTINCT FROM $7)
-                                  AND enrichment_status = 'done'
+                                  AND enrichment_status IN ('done', 'failed')
                              THEN 'partial' ELSE enrichment_status END,
     enrichment_attempts = CASE WHEN customer_id IS DISTINCT FROM $6 OR vehicle_id IS DISTINCT FROM $7
                                THEN 0 ELSE enrichment_attempts END,
+    enrichment_failures = CASE WHEN customer_id IS DISTINCT FROM $6 OR vehicle_id IS DISTINCT FROM $7
+                               THEN 0 ELSE enrichment_failures END,
     enrich_after = CASE WHEN customer_id IS DISTINCT FROM $6 OR vehicle_id IS DISTINCT FROM $7
                         THEN now() ELSE enrich_after END
 WHERE tenant_id = $1 AND id = $2;
@@ -102,8 +130,10 @@ INSERT INTO lead_events (tenant_id, lead_id, from_state, to_state, cause, detail
 VALUES ($1, $2, $3, $4, $5, $6);
 
 -- name: cancel_lead_touchpoints
-UPDATE touch_points SET state = 'cancelled', last_error = $3, updated_at = now()
-WHERE tenant_id = $1 AND lead_id = $2 AND state = 'scheduled';
+-- Like cancel_for_address: also the rows still waiting for their send slot (not yet gated).
+UPDATE touch_points SET state = 'cancelled', last_error = $3, lease_until = NULL, updated_at = now()
+WHERE tenant_id = $1 AND lead_id = $2
+  AND (state = 'scheduled' OR (state = 'sending' AND gated_at IS NULL));
 
 -- name: lead_by_id
 SELECT * FROM leads WHERE tenant_id = $1 AND id = $2;
@@ -116,12 +146,12 @@ WHERE tenant_id = $1 AND lead_id = $2 ORDER BY id;
 
 -- name: claim_enrichment
 -- Leased like touch points: two daemons never enrich the same lead at once, and a lead whose
--- enricher died is picked up again once enrich_after passes.
+-- enricher died is picked up again once enrich_after passes. 'failed' has used up its retries.
 UPDATE leads SET enrich_after = now() + make_interval(secs => $3),
                  enrichment_attempts = enrichment_attempts + 1
 WHERE id IN (
     SELECT id FROM leads
-    WHERE tenant_id = $1 AND enrichment_status <> 'done' AND enrich_after <= now()
+    WHERE tenant_id = $1 AND enrichment_status NOT IN ('done', 'failed') AND enrich_after <= now()
       AND enrichment_attempts < $4
     ORDER BY enrich_after
     LIMIT $2
@@ -131,7 +161,8 @@ RETURNING *;
 
 -- name: save_enrichment
 -- What enrichment learned, in one statement with what must commit with it: the lead's chat
--- session (the hash of its chat-link token $12, expiring after $15 s; here rather than in
+-- session (the hash of its chat-link token $12, expiring after $15 s (chat, 0010), and by
+-- column default an unsubscribe token; here rather than in
 -- insert_lead to keep the webhook's transaction small) and, when $14, dedupe of people: the
 -- oldest open, unattached lead of the same phone or e-mail within the window ($13 s) becomes
 -- this lead's `attached_to`, and this lead's pending touch points are cancelled. Leaving
@@ -154,6 +185,7 @@ WITH chat AS (
 ), saved AS (
     UPDATE leads SET first_name = $3, last_name = $4, phone = $5, email = $6, vehicle = $7,
         services = $8, enrichment_status = $9, enrich_after = $10, last_error = $11,
+        enrichment_failures = 0,
         attached_to = COALESCE(attached_to, (SELECT id FROM other)), updated_at = now()
     WHERE tenant_id = $1 AND id = $2
     RETURNING state
@@ -169,6 +201,36 @@ WITH chat AS (
     FROM saved, other
 )
 SELECT (SELECT id FROM other) AS attached_to;
+
+-- name: record_enrichment_failure
+-- One failed enrichment attempt of one lead, recorded on it (never values: $7 is the reason
+-- in words) and retried at $5. At $3 failures (or the last claim, $4) it is 'failed': given up,
+-- shown on its timeline, and, when it never got a contact ($6: it was still 'pending'), its
+-- scheduled touch points are cancelled rather than sent to nobody.
+WITH f AS (
+    UPDATE leads SET
+        enrichment_failures = enrichment_failures + 1,
+        enrichment_status = CASE WHEN enrichment_failures + 1 >= $3 OR enrichment_attempts >= $4
+                                 THEN 'failed' ELSE enrichment_status END,
+        enrich_after = $5,
+        last_error = CASE WHEN enrichment_failures + 1 >= $3 OR enrichment_attempts >= $4
+                          THEN 'enrichment failed: ' || $7::text
+                          ELSE 'enrichment error (retrying): ' || $7::text END,
+        updated_at = now()
+    WHERE tenant_id = $1 AND id = $2
+    RETURNING id, state, enrichment_status, enrichment_failures
+), cancelled AS (
+    UPDATE touch_points SET state = 'cancelled', last_error = 'enrichment failed',
+        updated_at = now()
+    WHERE tenant_id = $1 AND lead_id = $2 AND state = 'scheduled' AND $6
+      AND EXISTS (SELECT 1 FROM f WHERE enrichment_status = 'failed')
+), event AS (
+    INSERT INTO lead_events (tenant_id, lead_id, from_state, to_state, cause, detail)
+    SELECT $1, id, state, state, 'enrichment.failed',
+           jsonb_build_object('reason', $7::text, 'failures', enrichment_failures)
+    FROM f WHERE enrichment_status = 'failed'
+)
+SELECT enrichment_status, enrichment_failures FROM f;
 
 -- ======================================================================= poller
 
@@ -206,12 +268,17 @@ WITH claimed AS (
     UPDATE touch_points tp
     SET state = 'sending', claimed_by = $2, claimed_at = now(),
         lease_until = now() + make_interval(secs => $3), attempts = tp.attempts + 1,
-        recipient = NULL, sender = NULL, body = NULL, updated_at = now()
+        -- a staff message (ops, 0006) keeps the text its author wrote
+        recipient = NULL, sender = NULL,
+        body = CASE WHEN tp.kind = 'staff' THEN tp.body END, gated_at = NULL,
+        reconcile_attempts = 0, updated_at = now()
     WHERE tp.id IN (
         SELECT t.id FROM touch_points t
         JOIN leads l ON l.tenant_id = t.tenant_id AND l.id = t.lead_id
         WHERE t.tenant_id = $1 AND t.state = 'scheduled' AND t.due_at <= now()
           AND l.enrichment_status <> 'pending'
+          -- a paused lead's automated steps wait; a person's message does not (ops, 0006)
+          AND (l.paused_at IS NULL OR t.kind = 'staff')
         ORDER BY t.due_at, t.id
         LIMIT $4
         FOR UPDATE OF t SKIP LOCKED
@@ -220,7 +287,7 @@ WITH claimed AS (
 )
 SELECT c.*, l.state AS lead_state, l.location_id, l.first_name, l.last_name, l.phone, l.email,
        l.vehicle, l.services, l.order_number, l.attached_to, l.created_at AS lead_created_at,
-       cs.token_hash AS chat_token_hash
+       cs.token_hash AS chat_token_hash, cs.unsubscribe_token  -- chat (0010): only the hash
 FROM claimed c
 JOIN leads l ON l.tenant_id = c.tenant_id AND l.id = c.lead_id
 LEFT JOIN chat_sessions cs ON cs.tenant_id = c.tenant_id AND cs.lead_id = c.lead_id;
@@ -228,6 +295,8 @@ LEFT JOIN chat_sessions cs ON cs.tenant_id = c.tenant_id AND cs.lead_id = c.lead
 -- name: claim_stale_sending
 -- Rows left `sending` by a daemon that died mid-send (lease expired). They are re-leased to us
 -- for reconciliation, never blindly resent. prev_claimed_at is when the lost attempt began.
+-- reconcile_attempts counts these claims (one lookup each), so a lookup that keeps failing
+-- ends (give_up_unconfirmed) instead of leaving the row `sending` forever.
 WITH old AS (
     SELECT id, claimed_at FROM touch_points
     WHERE tenant_id = $1 AND state = 'sending' AND lease_until < now()
@@ -236,7 +305,8 @@ WITH old AS (
     FOR UPDATE SKIP LOCKED
 )
 UPDATE touch_points tp
-SET claimed_by = $2, lease_until = now() + make_interval(secs => $3), updated_at = now()
+SET claimed_by = $2, lease_until = now() + make_interval(secs => $3),
+    reconcile_attempts = tp.reconcile_attempts + 1, updated_at = now()
 FROM old
 WHERE tp.id = old.id
 RETURNING tp.*, old.claimed_at AS prev_claimed_at;
@@ -246,85 +316,127 @@ RETURNING tp.*, old.claimed_at AS prev_claimed_at;
 UPDATE touch_points SET lease_until = now() + make_interval(secs => $3)
 WHERE tenant_id = $1 AND claimed_by = $2 AND state = 'sending' AND id = ANY($4::bigint[]);
 
+-- Every state change of a claimed row below is conditional on the row being in flight and
+-- ours (`state = 'sending' AND claimed_by = <our instance id>`), and the caller checks the row
+-- count: a sender or reconciler whose lease expired and was taken over, or whose row a STOP
+-- cancelled, changes nothing (two reconcilers must never record or resend one send twice).
+
 -- name: reschedule_touchpoint
 UPDATE touch_points SET state = 'scheduled', due_at = $3, last_error = $4, claimed_by = NULL,
     lease_until = NULL, updated_at = now()
-WHERE tenant_id = $1 AND id = $2;
+WHERE tenant_id = $1 AND id = $2 AND state = 'sending' AND claimed_by = $5;
 
 -- name: defer_touchpoint
 -- Back to `scheduled` without counting the claim as an attempt: waiting for quiet hours, a
 -- frequency cap or opening hours (or a graceful shutdown) is not a failed send.
 UPDATE touch_points SET state = 'scheduled', due_at = $3, last_error = $4, claimed_by = NULL,
     lease_until = NULL, attempts = GREATEST(attempts - 1, 0), updated_at = now()
-WHERE tenant_id = $1 AND id = $2;
+WHERE tenant_id = $1 AND id = $2 AND state = 'sending' AND claimed_by = $5;
 
 -- name: finish_touchpoint
 -- Terminal outcomes without a send: failed, skipped, cancelled.
 UPDATE touch_points SET state = $3, last_error = $4, lease_until = NULL, updated_at = now()
-WHERE tenant_id = $1 AND id = $2;
+WHERE tenant_id = $1 AND id = $2 AND state = 'sending' AND claimed_by = $5;
+
+-- name: touchpoint_state
+-- What became of a row that a conditional change above did not match (for the outcome).
+SELECT state, claimed_by FROM touch_points WHERE tenant_id = $1 AND id = $2;
+
+-- name: give_up_unconfirmed
+-- A send in doubt whose lookup at the provider failed too many times: `unknown` (it may have
+-- gone out; it is never resent blindly), with the reason on the row ($4) and on the lead ($5).
+WITH given_up AS (
+    UPDATE touch_points SET state = 'unknown', last_error = $4, lease_until = NULL,
+        updated_at = now()
+    WHERE tenant_id = $1 AND id = $2 AND state = 'sending' AND claimed_by = $3
+    RETURNING lead_id
+), lead AS (
+    UPDATE leads SET last_error = $5, updated_at = now()
+    WHERE tenant_id = $1 AND id IN (SELECT lead_id FROM given_up)
+)
+SELECT count(*) AS n FROM given_up;
 
 -- name: insert_attempt
 INSERT INTO message_attempts (tenant_id, touch_point_id, lead_id, channel, provider, provider_id,
     http_status, error_code, error_message, latency_ms, outcome, dry_run)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12);
 
--- name: send_gate
--- Before a send, one round trip: is the address opted out; for SMS, what the frequency cap
--- counts (SMS sent to it in the last 24 h, plus those another daemon is sending right now,
--- counted as sent when claimed: erring towards fewer messages); and, unless opted out, the
--- recipient/sender/body stored on the row before the provider call, for reconciliation.
-WITH gate AS (
+-- name: gate_touchpoint
+-- The send gate, after every wait and immediately before the provider call, in one statement:
+-- the facts the caller's rules need (opt-out; the lead's state and attachment; for SMS what
+-- the frequency cap counts: SMS sent to the address in the last 24 h, plus those in flight or
+-- in doubt, erring towards fewer messages) and, when they allow it, the mark: gated_at and
+-- the recipient/sender/body stored for reconciliation, only while the row is ours ($7), in
+-- flight, not yet gated, the address not opted out and the lead as the caller last saw it
+-- ($8, unattached). The caller sends only when `passed`.
+-- Why a STOP cannot slip past: `tp` locks the row (FOR UPDATE). A STOP's cancel_for_address
+-- updates the same row in the STOP's transaction, so one waits for the other. Either the STOP
+-- commits first (`tp` then reads the row as `cancelled`: no mark, no send; an opt-out committed
+-- before this statement began is also read directly), or the mark commits first: the row is
+-- in flight, the STOP leaves it, and its send is earlier than the STOP.
+WITH tp AS (
+    SELECT t.state, t.claimed_by, t.gated_at, l.state AS lead_state, l.attached_to
+    FROM touch_points t JOIN leads l ON l.tenant_id = t.tenant_id AND l.id = t.lead_id
+    WHERE t.tenant_id = $1 AND t.id = $4
+    FOR UPDATE OF t
+), optout AS (
     SELECT EXISTS (SELECT 1 FROM contact_optouts
-                   WHERE tenant_id = $1 AND channel = $2 AND address = $3) AS opted_out,
-           ARRAY(SELECT COALESCE(sent_at, claimed_at) FROM touch_points
-                 WHERE tenant_id = $1 AND $2 = 'sms' AND channel = 'sms' AND recipient = $3
-                   AND id <> $4
-                   AND ((state = 'sent' AND sent_at > now() - interval '24 hours')
-                        OR (state = 'sending' AND claimed_at > now() - interval '24 hours'))
-                 ORDER BY 1) AS recent
-), details AS (
-    UPDATE touch_points SET recipient = $3, sender = $5, body = $6, updated_at = now()
-    WHERE tenant_id = $1 AND id = $4 AND state = 'sending' AND NOT (SELECT opted_out FROM gate)
+                   WHERE tenant_id = $1 AND channel = $2 AND address = $3) AS opted_out
+), marked AS (
+    UPDATE touch_points t SET gated_at = now(), recipient = $3, sender = $5, body = $6,
+        updated_at = now()
+    FROM tp, optout
+    WHERE t.tenant_id = $1 AND t.id = $4 AND t.state = 'sending' AND t.claimed_by = $7
+      AND tp.state = 'sending' AND tp.claimed_by = $7 AND tp.gated_at IS NULL
+      AND NOT optout.opted_out AND tp.lead_state = $8 AND tp.attached_to IS NULL
+    RETURNING t.id
 )
-SELECT opted_out, recent FROM gate;
+SELECT tp.state, tp.claimed_by, tp.lead_state, tp.attached_to, optout.opted_out,
+       ARRAY(SELECT COALESCE(sent_at, claimed_at) FROM touch_points
+             WHERE tenant_id = $1 AND $2 = 'sms' AND channel = 'sms' AND recipient = $3
+               AND id <> $4
+               AND ((state = 'sent' AND sent_at > now() - interval '24 hours')
+                    OR (state IN ('sending', 'unknown')
+                        AND claimed_at > now() - interval '24 hours'))
+             ORDER BY 1) AS recent,
+       EXISTS (SELECT 1 FROM marked) AS passed
+FROM tp, optout;
 
 -- name: record_sent
 -- An accepted send (outcome $14: 'sent', or 'reconciled' when a lost send was found at the
--- provider) in one statement: the attempt, the sent mark, the transcript line, and on
+-- provider) in one statement: the sent mark, the attempt, the transcript line, and on
 -- the lead's first accepted send new -> contacted with its timeline row (leads.can_transition
 -- allows new -> contacted; `WHERE state = 'new'` is that rule for this one transition). The
 -- UPDATE takes the lead's row lock itself (no SELECT ... FOR UPDATE, which would conflict
 -- with the KEY SHARE that the transcript's foreign key takes): of two sends of one lead
 -- committing together, the second re-checks the state after the first and moves nothing.
-WITH attempt AS (
-    INSERT INTO message_attempts (tenant_id, touch_point_id, lead_id, channel, provider,
-        provider_id, http_status, latency_ms, outcome, dry_run)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $14, $9)
-), sent AS (
+-- Only while the row is ours ($15) and in flight: everything else hangs on `sent`, so a
+-- reconciler that lost its lease records nothing (recorded = 0).
+WITH sent AS (
     UPDATE touch_points SET state = 'sent', provider_id = $6, sent_at = now(), dry_run = $9,
         lease_until = NULL, last_error = NULL, updated_at = now()
-    WHERE tenant_id = $1 AND id = $2
+    WHERE tenant_id = $1 AND id = $2 AND state = 'sending' AND claimed_by = $15
+    RETURNING id, author
+), attempt AS (
+    INSERT INTO message_attempts (tenant_id, touch_point_id, lead_id, channel, provider,
+        provider_id, http_status, latency_ms, outcome, dry_run)
+    SELECT $1, $2, $3, $4, $5, $6, $7, $8, $14, $9 FROM sent
 ), moved AS (
     UPDATE leads SET state = 'contacted', updated_at = now()
-    WHERE tenant_id = $1 AND id = $3 AND state = 'new'
+    WHERE tenant_id = $1 AND id = $3 AND state = 'new' AND EXISTS (SELECT 1 FROM sent)
     RETURNING id
 ), event AS (
     INSERT INTO lead_events (tenant_id, lead_id, from_state, to_state, cause, detail)
     SELECT $1, id, 'new', 'contacted', $12, $13 FROM moved
 ), transcript AS (
-    INSERT INTO chat_messages (tenant_id, lead_id, session_id, direction, channel, address, body, provider_id)
-    SELECT $1, $3, cs.id, 'outbound', $4, $10, $11, $6
-    FROM (SELECT 1) one LEFT JOIN chat_sessions cs ON cs.tenant_id = $1 AND cs.lead_id = $3
-    -- a staff reply's line exists since it was written (staff_line below)
-    WHERE NOT EXISTS (SELECT 1 FROM touch_points
-                      WHERE tenant_id = $1 AND id = $2 AND chat_message_id IS NOT NULL)
+    INSERT INTO chat_messages (tenant_id, lead_id, session_id, direction, channel, address, body,
+                               provider_id, author)
+    -- author: who wrote it, for a staff message (ops, 0006); NULL for an automated step
+    SELECT $1, $3, cs.id, 'outbound', $4, $10, $11, $6, sent.author
+    FROM sent LEFT JOIN chat_sessions cs ON cs.tenant_id = $1 AND cs.lead_id = $3
     ON CONFLICT (tenant_id, provider_id) WHERE provider_id IS NOT NULL DO NOTHING
-), staff_line AS (
-    UPDATE chat_messages m SET provider_id = $6
-    FROM touch_points tp
-    WHERE tp.tenant_id = $1 AND tp.id = $2 AND m.tenant_id = $1 AND m.id = tp.chat_message_id
 )
-SELECT count(*) AS moved FROM moved;
+SELECT (SELECT count(*) FROM sent) AS recorded, (SELECT count(*) FROM moved) AS moved;
 
 -- name: opt_out
 INSERT INTO contact_optouts (tenant_id, channel, address, reason) VALUES ($1, $2, $3, $4)
@@ -334,10 +446,16 @@ ON CONFLICT (tenant_id, channel, address) DO NOTHING;
 DELETE FROM contact_optouts WHERE tenant_id = $1 AND channel = $2 AND address = $3;
 
 -- name: cancel_for_address
--- Opt-out: every pending touch point of this channel for leads with this phone/e-mail.
-UPDATE touch_points tp SET state = 'cancelled', last_error = $4, updated_at = now()
+-- Opt-out: every touch point of this channel for leads with this phone/e-mail that has not
+-- passed its send gate: `scheduled` ones, and `sending` ones still waiting for a send slot
+-- (gated_at IS NULL: their gate then reads them `cancelled`). Updating such a row takes its
+-- row lock, which the gate takes too: see gate_touchpoint. A gated row is in flight (its gate
+-- committed before this STOP did) and is recorded as what happens to it.
+UPDATE touch_points tp SET state = 'cancelled', last_error = $4, lease_until = NULL,
+    updated_at = now()
 FROM leads l
-WHERE tp.tenant_id = $1 AND l.tenant_id = $1 AND l.id = tp.lead_id AND tp.state = 'scheduled'
+WHERE tp.tenant_id = $1 AND l.tenant_id = $1 AND l.id = tp.lead_id
+  AND (tp.state = 'scheduled' OR (tp.state = 'sending' AND tp.gated_at IS NULL))
   AND tp.channel = $2
   AND ((tp.channel = 'sms' AND l.phone = $3) OR (tp.channel = 'email' AND l.email = $3));
 
@@ -359,10 +477,10 @@ WHERE tenant_id = $1 AND phone = $2 AND attached_to IS NULL
 ORDER BY (state IN ('completed', 'lost')), created_at DESC
 LIMIT 1;
 
--- name: lead_by_chat_token
--- Only the token's hash is stored (0007_conversations.sql).
-SELECT l.id, l.email, l.phone FROM chat_sessions cs JOIN leads l ON l.tenant_id = cs.tenant_id AND l.id = cs.lead_id
-WHERE cs.tenant_id = $1 AND cs.token_hash = sha256(convert_to($2, 'UTF8'));
+-- name: lead_by_unsubscribe_token
+-- The unsubscribe link's own token: the chat token (sent in SMS links) unsubscribes no one.
+SELECT l.id, l.email FROM chat_sessions cs JOIN leads l ON l.tenant_id = cs.tenant_id AND l.id = cs.lead_id
+WHERE cs.tenant_id = $1 AND cs.unsubscribe_token = $2;
 
 -- name: upsert_message_status
 -- Callbacks arrive late, twice or out of order: a status never moves backwards in rank.
@@ -380,4 +498,12 @@ ON CONFLICT (tenant_id, sg_event_id) DO NOTHING
 RETURNING sg_event_id;
 
 -- name: count_due_touchpoints
-SELECT count(*) AS n FROM touch_points WHERE tenant_id = $1 AND state = 'scheduled' AND due_at <= now();
+-- The gauges. Due: scheduled and due now; overdue: still scheduled $2 seconds after its due
+-- time (waiting for quiet hours, a cap or a retry moves due_at forward, so only a loop that is
+-- behind, or a lead stuck before enrichment, makes a row overdue); unconfirmed: sends in doubt
+-- that reconciliation gave up on.
+SELECT count(*) FILTER (WHERE state = 'scheduled' AND due_at <= now()) AS n,
+       count(*) FILTER (WHERE state = 'scheduled'
+                          AND due_at <= now() - make_interval(secs => $2)) AS overdue,
+       count(*) FILTER (WHERE state = 'unknown') AS unconfirmed
+FROM touch_points WHERE tenant_id = $1 AND state IN ('scheduled', 'unknown');

@@ -15,6 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from leadd import __version__, metrics
 from leadd.logs import get_logger
+from leadd.web.connections import ConnectionGuard
 
 if TYPE_CHECKING:
     from leadd.daemon import Daemon
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 
 DAEMON: web.AppKey[Daemon] = web.AppKey("daemon")
+GUARD: web.AppKey[ConnectionGuard] = web.AppKey("connection_guard")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -50,8 +52,24 @@ async def _errors_and_metrics(request: web.Request, handler: Handler) -> web.Str
             )
         elif exc.text and not exc.text.startswith(f"{exc.status}:"):
             reason = exc.text
-        return json_error(exc.status, reason)
-    except Exception:
+        response = json_error(exc.status, reason)
+        if exc.keep_alive is False:  # e.g. a body left unread: the connection must close
+            response.force_close()
+        return response
+    except Exception as exc:
+        if request.transport is None or request.transport.is_closing():
+            # The client went away (typically mid-body): its doing, not an error of ours.
+            # Drop the traceback now: it holds the reading frame and the partial body in a
+            # cycle through the request, otherwise freed only by a full garbage collection.
+            exc.__traceback__ = None
+            status = 400
+            log.info(
+                "http.client_gone",
+                route=route_name,
+                method=request.method,
+                error=type(exc).__name__,
+            )
+            return json_error(400, "client closed the connection")
         log.exception("http.unhandled", route=route_name, method=request.method)
         return json_error(500, "internal error")
     finally:
@@ -85,25 +103,21 @@ async def metrics_handler(request: web.Request) -> web.Response:
 
 
 def create_app(daemon: Daemon) -> web.Application:
+    guard = ConnectionGuard.from_config(daemon.config)
     app = web.Application(
-        middlewares=[_errors_and_metrics], client_max_size=daemon.config.http.max_body_bytes
+        # The guard inside: its refusals (408, 413, 415) become JSON errors and are measured.
+        middlewares=[_errors_and_metrics, guard.middleware],
+        client_max_size=daemon.config.http.max_body_bytes,
     )
     app[DAEMON] = daemon
+    app[GUARD] = guard
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_handler)
     from leadd import webhooks  # the provider endpoints live in their own module
 
     webhooks.setup_routes(app)
-    from leadd.web import pages  # customer chat page and staff inbox
+    from leadd import api  # the ops API (issue 9): off without api.tokens
 
-    pages.setup(
-        app,
-        pages.DepsSource(
-            config=daemon.config,
-            database=lambda: daemon.db,
-            ready=daemon.db_ready,
-            wake=daemon.wake_touchpoints.set,
-        ),
-    )
+    api.setup_routes(app, daemon.config, lambda: daemon.ops)
     return app

@@ -1,9 +1,10 @@
 """Shared pieces of the outreach end-to-end tests: config for a daemon wired to the fake
-providers, a signed order webhook that embeds its customer (no Shopmonkey API needed), and
-small database readers."""
+providers, a signed order webhook that embeds its customer (no Shopmonkey API needed), signed
+inbound SMS, a hold on the Twilio rate limiter, and small database readers."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -11,14 +12,21 @@ from typing import Any
 
 import aiohttp
 import asyncpg
+import pytest
+from twilio.request_validator import RequestValidator
 
 from leadd.config import Config
+from leadd.providers import sendgrid as sendgrid_module
+from leadd.providers import twilio as twilio_module
 from leadd.providers.shopmonkey import sign_webhook
+from leadd.ratelimit import RateLimiter
 from tests.conftest import base_config, make_config
 from tests.fakes.sendgrid import FakeSendGrid
 from tests.fakes.twilio import FakeTwilio
+from tests.helpers import base_url
 
 SECRET = "test-secret"
+PUBLIC = "https://leads.example.com"
 SMS_FROM = "+15125550199"
 # Chicago (312): one time zone, IL has no state rule stricter than the 09:00-20:00 default.
 PHONE = "+13125550123"
@@ -146,3 +154,74 @@ def base_with_providers(
     data["database"] = {"url": database_url}
     data["http"] = {"host": "127.0.0.1", "port": port, "public_url": f"http://127.0.0.1:{port}"}
     return data
+
+
+async def twilio_post(
+    http: aiohttp.ClientSession,
+    daemon: Any,
+    path: str,
+    params: dict[str, str],
+    *,
+    token: str,
+    signed_url: str | None = None,
+) -> tuple[int, str]:
+    """POST a Twilio webhook signed the way Twilio signs it (the official RequestValidator)."""
+    url = signed_url or PUBLIC + path
+    signature = RequestValidator(token).compute_signature(url, params)
+    async with http.post(
+        base_url(daemon) + path, data=params, headers={"X-Twilio-Signature": signature}
+    ) as r:
+        return r.status, await r.text()
+
+
+def inbound(body: str, sid: str, phone: str = PHONE) -> dict[str, str]:
+    return {
+        "MessageSid": sid,
+        "SmsSid": sid,
+        "AccountSid": "AC" + "0" * 32,
+        "From": phone,
+        "To": "+15125550199",
+        "Body": body,
+        "NumMedia": "0",
+    }
+
+
+class LimiterHold:
+    """Holds every send at its client's rate limiter (each Twilio sender's, SendGrid's),
+    before the real token bucket, until the test lets it go: "a send waiting for its slot"
+    without timing. Installed for the whole test, before the daemon builds its clients;
+    holds only while `armed`."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.armed = False
+        self.waiting = 0
+        self._changed = asyncio.Condition()
+        self._tickets = asyncio.Semaphore(0)
+        hold = self
+
+        class HeldLimiter(RateLimiter):
+            async def acquire(self) -> None:
+                if hold.armed:
+                    await hold._enter()
+                await super().acquire()
+
+        monkeypatch.setattr(twilio_module, "RateLimiter", HeldLimiter)
+        monkeypatch.setattr(sendgrid_module, "RateLimiter", HeldLimiter)
+
+    async def _enter(self) -> None:
+        async with self._changed:
+            self.waiting += 1
+            self._changed.notify_all()
+        await self._tickets.acquire()
+        async with self._changed:
+            self.waiting -= 1
+            self._changed.notify_all()
+
+    async def until_waiting(self, n: int, timeout: float = 10.0) -> None:
+        """Return once `n` sends wait at the limiter."""
+        async with self._changed:
+            await asyncio.wait_for(self._changed.wait_for(lambda: self.waiting >= n), timeout)
+
+    def release(self, n: int = 1) -> None:
+        for _ in range(n):
+            self._tickets.release()

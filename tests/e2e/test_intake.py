@@ -157,8 +157,9 @@ def shop_order(**changes: Any) -> dict[str, Any]:
 
 
 async def test_signatures_at_the_http_level_store_only_verified_orders(database_url: str) -> None:
-    """Valid Standard Webhooks and legacy signatures are stored; a wrong secret, a tampered
-    body, a stale timestamp or no signature at all is a 401 with a reason and stores nothing."""
+    """Valid Standard Webhooks signatures are stored; a wrong secret, a tampered body, a
+    stale timestamp, no signature at all, or the legacy header (off by default: it has no
+    timestamp) is a 401 with a reason and stores nothing."""
     async with running_daemon(make_config(database_url)) as daemon:
         rejected: list[tuple[str, bytes, dict[str, str], str]] = []
         body = json.dumps(order_event()).encode()
@@ -176,7 +177,7 @@ async def test_signatures_at_the_http_level_store_only_verified_orders(database_
         )
         rejected.append(("unsigned", body, {"Content-Type": "application/json"}, "missing"))
         wrong_legacy = {"X-Shopmonkey-Signature": "ab" * 32}
-        rejected.append(("legacy wrong", body, wrong_legacy, "no signature matched"))
+        rejected.append(("legacy wrong", body, wrong_legacy, "accept_legacy_signature"))
         for name, raw, headers, reason in rejected:
             status, answer = await post(daemon, raw=raw, headers=headers)
             assert status == 401, name
@@ -196,8 +197,8 @@ async def test_signatures_at_the_http_level_store_only_verified_orders(database_
         status, legacy = await post(
             daemon, raw=legacy_body, headers={"X-Shopmonkey-Signature": digest}
         )
-        assert status == 200 and legacy["leadId"] != lead_id
-        assert await stored(daemon) == (2, 2)
+        assert status == 401 and "not accepted" in legacy["error"]
+        assert await stored(daemon) == (1, 1)
 
 
 # --------------------------------------------------------------------------- bad input
@@ -241,6 +242,7 @@ async def test_bad_input_is_a_400_with_a_reason_and_stores_nothing(database_url:
         assert status == 200 and answer == {"success": True, "ignored": answer["ignored"]}
         assert "customer" in answer["ignored"]
         assert await stored(daemon) == (0, 0)
+        assert not await sql(database_url, "SELECT 1 FROM rejected_orders")  # a 400 writes nothing
 
         # Unaffected: a good order right after is stored.
         status, answer = await post(daemon, order_event())
@@ -732,3 +734,210 @@ async def _pings(daemon: Daemon) -> bool:
     except Exception:
         return False
     return True
+
+
+# --------------------------------------------------------------------------- replays
+
+
+def with_headers(payload: Any, **sign: Any) -> tuple[bytes, dict[str, str]]:
+    """A body and the headers of one signed delivery of it (to send again as a replay)."""
+    body = json.dumps(payload).encode()
+    return body, signed(body, **sign)
+
+
+async def deliveries(url: str) -> int:
+    return int((await sql(url, "SELECT count(*) AS n FROM webhook_deliveries"))[0]["n"])
+
+
+async def test_a_replayed_delivery_answers_duplicate_and_changes_nothing(
+    database_url: str,
+) -> None:
+    """The same signed delivery sent again inside its signature's window (an attacker who
+    captured it, or a proxy retrying) is answered `duplicate`: no state change, no write.
+    A delivery is remembered only once stored: one refused with a 503 is processed when it
+    comes again."""
+    async with running_daemon(make_config(database_url)) as daemon:
+        oid = str(uuid.uuid4())
+        insert = with_headers(order_event("INSERT", oid, version=1))
+        appt = order_event("UPDATE", oid, version=2, appointmentDates=["2026-12-01T15:00:00Z"])
+        update = with_headers(appt)
+
+        status, first = await post(daemon, raw=insert[0], headers=insert[1])
+        assert status == 200 and "duplicate" not in first
+        lead_id = first["leadId"]
+        status, moved = await post(daemon, raw=update[0], headers=update[1])
+        assert status == 200 and "duplicate" not in moved
+        row = await lead_of(database_url, oid)
+        assert row is not None and row["state"] == "appointment_set"
+        before = (row["order_data"], row["updated_at"], await stored(daemon))
+
+        for body, headers in (insert, update, update):
+            status, answer = await post(daemon, raw=body, headers=headers)
+            assert status == 200 and answer == {
+                "success": True,
+                "leadId": lead_id,
+                "duplicate": True,
+            }
+        row = await lead_of(database_url, oid)
+        assert row is not None
+        assert (row["order_data"], row["updated_at"], await stored(daemon)) == before
+        assert await deliveries(database_url) == 2
+
+        # Refused while the database is down: not remembered, so Shopmonkey's retry counts.
+        late = with_headers(order_event("INSERT"))
+        async with database_unreachable(database_url):
+            status, _ = await post(daemon, raw=late[0], headers=late[1])
+            assert status == 503
+        await wait_for(lambda: _pings(daemon))
+        status, answer = await post(daemon, raw=late[0], headers=late[1])
+        assert status == 200 and "duplicate" not in answer and "leadId" in answer
+
+        # Forgotten once expired (its signature would no longer pass): the table is pruned.
+        await sql(database_url, "UPDATE webhook_deliveries SET expires_at = now() - interval '1s'")
+        await poll.prune_deliveries(daemon)
+        assert await deliveries(database_url) == 0
+
+
+async def test_a_body_without_version_information_never_overwrites_the_order(
+    database_url: str,
+) -> None:
+    """Freshly signed, but with neither meta.version nor updatedDate: nothing says it is
+    newer than what is stored, so it is not (the lead and its order data stay)."""
+    async with running_daemon(make_config(database_url)) as daemon:
+        oid = str(uuid.uuid4())
+        lead_id = (await post(daemon, order_event("INSERT", oid, version=3)))[1]["leadId"]
+        before = await lead_of(database_url, oid)
+        old = order_event("UPDATE", oid, version=None, authorized=True, paid=True)
+        del old["data"]["updatedDate"]
+        status, answer = await post(daemon, old)
+        assert status == 200 and answer["leadId"] == lead_id
+        after = await lead_of(database_url, oid)
+        assert after is not None and before is not None
+        assert after["state"] == "new" and after["order_data"] == before["order_data"]
+        assert after["order_version"] == 3
+
+
+async def test_legacy_signatures_when_enabled_are_remembered_by_body(database_url: str) -> None:
+    """With shopmonkey.accept_legacy_signature on, a legacy-signed body (no id, no
+    timestamp) is accepted once; the same body again is a duplicate."""
+    import hashlib
+    import hmac
+
+    cfg = make_config(
+        database_url, shopmonkey={"webhook_secrets": [SECRET], "accept_legacy_signature": True}
+    )
+    async with running_daemon(cfg) as daemon:
+        bodies = [json.dumps(order_event()).encode() for _ in range(2)]
+        answers = []
+        for body in (bodies[0], bodies[0], bodies[1]):
+            digest = hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+            status, answer = await post(
+                daemon, raw=body, headers={"X-Shopmonkey-Signature": "sha256=" + digest}
+            )
+            assert status == 200, answer
+            answers.append(answer)
+        assert "duplicate" not in answers[0] and answers[1]["duplicate"] is True
+        assert answers[1]["leadId"] == answers[0]["leadId"] != answers[2]["leadId"]
+        assert await stored(daemon) == (2, 2)
+
+
+# --------------------------------------------------------------------------- bad polled orders
+
+
+async def cursor(url: str) -> dt.datetime:
+    return (await sql(url, "SELECT position FROM cursors"))[0]["position"]  # type: ignore[no-any-return]
+
+
+async def rejected(url: str) -> dict[str, asyncpg.Record]:
+    rows = await sql(url, "SELECT * FROM rejected_orders ORDER BY first_seen")
+    return {r["order_ref"]: r for r in rows}
+
+
+def rejections(source: str, reason: str) -> float:
+    from leadd import metrics
+
+    value = metrics.REGISTRY.get_sample_value(
+        "leadd_orders_rejected_total", {"source": source, "reason": reason}
+    )
+    return value or 0.0
+
+
+async def test_polled_orders_the_webhook_would_refuse_are_skipped_and_the_cursor_moves(
+    database_url: str,
+) -> None:
+    """A polled order with a NUL, a lone surrogate or a number for an id, between good
+    ones: the good ones become leads, the bad ones are recorded (row, metric once, job
+    counts) and skipped, and the cursor moves past them all, so the next cycle does not
+    stall on them."""
+    async with FakeShopmonkey(api_key=API_KEY) as fake, polling_daemon(database_url, fake) as d:
+        base = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=30)
+
+        def at(seconds: int, **changes: Any) -> dict[str, Any]:
+            stamp = iso(base + dt.timedelta(seconds=seconds))
+            return fake.add_order(shop_order(updatedDate=stamp, createdDate=stamp, **changes))
+
+        good = [at(1), at(3)]
+        nul = at(2, complaint="brakes\x00squeal")
+        surrogate = at(4, complaint="\ud83d")
+        numeric = at(5)
+        fake.orders[numeric["id"]]["id"] = 4242  # the fake keys by the old id; the row has 4242
+        invalid_before = rejections("poll", "invalid")
+
+        counts = await poll.run_once(d)
+        assert counts is not None
+        assert (counts["fetched"], counts["created"], counts["invalid"]) == (5, 2, 3)
+        assert await cursor(database_url) == leads.parse_time(numeric["updatedDate"])
+        for order in good:
+            assert await lead_of(database_url, order["id"]) is not None
+        bad = await rejected(database_url)
+        assert set(bad) == {nul["id"], surrogate["id"], "4242"}
+        assert "NUL" in bad[nul["id"]]["reason"] and bad[nul["id"]]["source"] == "poll"
+        assert rejections("poll", "invalid") - invalid_before == 3
+        jobs = await sql(database_url, "SELECT status, counts FROM job_executions ORDER BY id")
+        assert jobs[-1]["status"] == "ok" and jobs[-1]["counts"]["invalid"] == 3
+
+        # The overlap fetches them again: seen twice, counted once; a new order still comes in.
+        later = at(6)
+        counts = await poll.run_once(d)
+        assert counts is not None and counts["created"] == 1 and counts["invalid"] == 3
+        assert await lead_of(database_url, later["id"]) is not None
+        assert {r["seen"] for r in (await rejected(database_url)).values()} == {2}
+        assert rejections("poll", "invalid") - invalid_before == 3
+        assert all(t.restarts == 0 for t in d.supervisor.tasks.values())
+
+
+async def test_an_order_the_database_refuses_is_contained_on_both_paths(
+    database_url: str,
+) -> None:
+    """PostgreSQL refusing one order (here a constraint; in life a value it cannot store)
+    is that order's failure: the poller records and skips it and the cursor moves on; the
+    webhook answers 422 (retrying cannot help) and records it. The orders around it, and
+    every later one, are stored."""
+    poison = f"poison-{uuid.uuid4().hex[:8]}"
+    await sql(
+        database_url,
+        f"ALTER TABLE leads ADD CONSTRAINT refuse_poison CHECK (shopmonkey_order_id <> '{poison}')",
+    )
+    async with FakeShopmonkey(api_key=API_KEY) as fake, polling_daemon(database_url, fake) as d:
+        base = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=30)
+        stamps = [iso(base + dt.timedelta(seconds=s)) for s in (1, 2, 3)]
+        first = fake.add_order(shop_order(updatedDate=stamps[0]))
+        fake.add_order(shop_order(id=poison, updatedDate=stamps[1]))
+        last = fake.add_order(shop_order(updatedDate=stamps[2]))
+
+        counts = await poll.run_once(d)
+        assert counts is not None and (counts["created"], counts["failed"]) == (2, 1)
+        assert await cursor(database_url) == leads.parse_time(stamps[2])
+        for order in (first, last):
+            assert await lead_of(database_url, order["id"]) is not None
+        row = (await rejected(database_url))[poison]
+        assert row["source"] == "poll" and "CheckViolationError" in row["reason"]
+
+        status, answer = await post(d, order_event("INSERT", poison))
+        assert status == 422 and "CheckViolationError" in answer["error"]
+        status, answer = await post(d, order_event())
+        assert status == 200 and "leadId" in answer
+        sources = await sql(
+            database_url, "SELECT source FROM rejected_orders WHERE order_ref = $1", poison
+        )
+        assert sorted(r["source"] for r in sources) == ["poll", "webhook"]

@@ -167,13 +167,17 @@ async def test_three_step_sequence_across_controlled_time(
         }
         assert body["subject"] == "Your estimate at Acme Auto Care Downtown"
         text = body["content"][0]["value"]
-        # The token is derived from the chat secret; the database has only its hash.
+        # The chat token is derived from the chat secret; the database has only its hash. The
+        # unsubscribe link has a token of its own (0004).
         token = links.chat_token(
             daemon.config.chat.secret, daemon.config.tenant.id, uuid.UUID(lead_id)
         )
-        [session] = await sql(database_url, "SELECT token_hash FROM chat_sessions")
-        assert session["token_hash"] == links.token_hash(token)
-        unsubscribe = f"https://leads.example.com/unsubscribe/{token}"
+        [session] = await sql(
+            database_url, "SELECT token, token_hash, unsubscribe_token FROM chat_sessions"
+        )
+        assert session["token"] is None and session["token_hash"] == links.token_hash(token)
+        unsubscribe = f"https://leads.example.com/unsubscribe/{session['unsubscribe_token']}"
+        assert token not in unsubscribe
         assert "for your 2016 Honda Civic: Oil change ($49.99) (total $49.99)" in text
         assert (
             "Today: 8:00 AM–6:00 PM" in text

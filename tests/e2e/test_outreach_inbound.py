@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import time
-import uuid
 from typing import Any
 
 import aiohttp
@@ -16,16 +16,23 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from sendgrid.helpers.eventwebhook import EventWebhook
-from twilio.request_validator import RequestValidator
 
 from leadd import chatlinks as links
 from leadd.loops import touchpoints
-from tests.e2e.outreach_support import PHONE, order_payload, outreach_config, post_order, sql
+from tests.e2e.outreach_support import (
+    PHONE,
+    PUBLIC,
+    inbound,
+    order_payload,
+    outreach_config,
+    post_order,
+    sql,
+    twilio_post,
+)
 from tests.fakes.sendgrid import FakeSendGrid
 from tests.fakes.twilio import FakeTwilio
 from tests.helpers import base_url, running_daemon, wait_for
 
-PUBLIC = "https://leads.example.com"
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
 
 SEQUENCE = {
@@ -51,35 +58,6 @@ def sg_key() -> tuple[ec.EllipticCurvePrivateKey, str]:
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     return key, base64.b64encode(der).decode()
-
-
-async def twilio_post(
-    http: aiohttp.ClientSession,
-    daemon: Any,
-    path: str,
-    params: dict[str, str],
-    *,
-    token: str,
-    signed_url: str | None = None,
-) -> tuple[int, str]:
-    url = signed_url or PUBLIC + path
-    signature = RequestValidator(token).compute_signature(url, params)
-    async with http.post(
-        base_url(daemon) + path, data=params, headers={"X-Twilio-Signature": signature}
-    ) as r:
-        return r.status, await r.text()
-
-
-def inbound(body: str, sid: str, phone: str = PHONE) -> dict[str, str]:
-    return {
-        "MessageSid": sid,
-        "SmsSid": sid,
-        "AccountSid": "AC" + "0" * 32,
-        "From": phone,
-        "To": "+15125550199",
-        "Body": body,
-        "NumMedia": "0",
-    }
 
 
 async def states(url: str) -> list[str]:
@@ -307,23 +285,47 @@ async def test_sendgrid_events_signed_bounce_stops_email_and_duplicates_are_igno
             assert await states(database_url) == ["sent", "scheduled", "cancelled"]
 
 
-async def test_unsubscribe_link_stops_email(
+async def test_unsubscribe_link_stops_email_and_the_chat_token_does_not(
     database_url: str, twilio: FakeTwilio, http: aiohttp.ClientSession
 ) -> None:
-    cfg = outreach_config(database_url, twilio, sequences=SEQUENCE, touchpoints={"interval": "1h"})
-    async with running_daemon(cfg) as daemon:
-        lead_id = uuid.UUID(
-            await post_order(http, base_url(daemon), order_payload(email="jamie@example.com"))
+    """The link in the e-mail (footer and List-Unsubscribe) unsubscribes; it carries a token of
+    its own, so the chat token, which every SMS with a chat link shows, unsubscribes no one."""
+    async with FakeSendGrid() as sendgrid:
+        cfg = outreach_config(
+            database_url, twilio, sendgrid, sequences=SEQUENCE, touchpoints={"interval": "1h"}
         )
-        await wait_for(lambda: _eq(states(database_url), ["sent", "scheduled", "scheduled"]))
-        # Only the token's hash is stored; the link carries the token derived from the secret.
-        token = links.chat_token(daemon.config.chat.secret, daemon.config.tenant.id, lead_id)
-        link = f"{base_url(daemon)}/unsubscribe/{token}"
-        async with http.get(link) as r:  # a link scanner's GET changes nothing
-            assert r.status == 200
-        assert await sql(database_url, "SELECT * FROM contact_optouts") == []
-        async with http.post(link) as r:
-            assert r.status == 200
-        [opt] = await sql(database_url, "SELECT channel, address FROM contact_optouts")
-        assert (opt["channel"], opt["address"]) == ("email", "jamie@example.com")
-        assert await states(database_url) == ["sent", "scheduled", "cancelled"]
+        async with running_daemon(cfg) as daemon:
+            await post_order(http, base_url(daemon), order_payload(email="jamie@example.com"))
+            await wait_for(lambda: _eq(states(database_url), ["sent", "scheduled", "scheduled"]))
+            await sql(database_url, "UPDATE touch_points SET due_at = now() WHERE step_index = 2")
+            await touchpoints.run_once(daemon)
+            [mail] = sendgrid.mails
+            header = mail["body"]["headers"]["List-Unsubscribe"]
+            link = header.removeprefix("<").removesuffix(">")
+            assert f"Unsubscribe: {link}" in mail["body"]["content"][0]["value"]
+            [session] = await sql(
+                database_url, "SELECT lead_id, unsubscribe_token FROM chat_sessions"
+            )
+            assert link == f"{PUBLIC}/unsubscribe/{session['unsubscribe_token']}"
+            # The chat token is derived from the chat secret (only its hash is stored).
+            chat = links.chat_token(
+                daemon.config.chat.secret, daemon.config.tenant.id, session["lead_id"]
+            )
+            assert chat not in link
+            assert re.fullmatch(r"[0-9a-f]{64}", session["unsubscribe_token"])
+
+            local = f"{base_url(daemon)}/unsubscribe/"
+            for token in (chat, chat.lower()):
+                for method in ("GET", "POST"):
+                    async with http.request(method, local + token) as r:
+                        assert r.status == 404, (method, token)
+            assert await sql(database_url, "SELECT * FROM contact_optouts") == []
+
+            own = local + session["unsubscribe_token"]
+            async with http.get(own) as r:  # a link scanner's GET changes nothing
+                assert r.status == 200
+            assert await sql(database_url, "SELECT * FROM contact_optouts") == []
+            async with http.post(own) as r:
+                assert r.status == 200
+            [opt] = await sql(database_url, "SELECT channel, address FROM contact_optouts")
+            assert (opt["channel"], opt["address"]) == ("email", "jamie@example.com")

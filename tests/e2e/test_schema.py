@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from leadd import db as dbmod
+from leadd.store import core as dbmod
 from tests.conftest import make_config
 
 OTHER_TENANT = "0b5e7a36-7f4c-4c1e-9a55-5f0d3c2b0002"
@@ -86,7 +86,7 @@ async def test_a_failing_migration_rolls_back_entirely(
     assert exists is False
 
 
-async def counts(database: dbmod.Database) -> dict[str, int]:
+async def counts(database: dbmod.StoreCore) -> dict[str, int]:
     return {t: await database.count(t) for t in ("locations", "location_hours", "service_catalog")}
 
 
@@ -99,7 +99,7 @@ async def test_sync_config_upserts_idempotently_and_scopes_by_tenant(
         loc, id="north", name="North", hours={0: ((480, 720), (780, 1080)), 5: ((540, 780),)}
     )
     cfg = dataclasses.replace(cfg, locations=(loc, split))
-    acme = dbmod.Database(pool, cfg.tenant.id)
+    acme = dbmod.StoreCore(pool, cfg.tenant.id)
 
     await acme.sync_config(cfg)
     first = await counts(acme)
@@ -113,7 +113,7 @@ async def test_sync_config_upserts_idempotently_and_scopes_by_tenant(
         tenant=dataclasses.replace(cfg.tenant, id=uuid.UUID(OTHER_TENANT), name="Other Garage"),
         locations=(dataclasses.replace(loc, name="Other Downtown", services=()),),
     )
-    other = dbmod.Database(pool, other_cfg.tenant.id)
+    other = dbmod.StoreCore(pool, other_cfg.tenant.id)
     await other.sync_config(other_cfg)
     assert await counts(other) == {"locations": 1, "location_hours": 6, "service_catalog": 0}
     assert await counts(acme) == first  # same location id, different tenant: untouched
@@ -134,3 +134,40 @@ async def test_sync_config_upserts_idempotently_and_scopes_by_tenant(
             "SELECT id, active FROM locations WHERE tenant_id = $1 ORDER BY id", cfg.tenant.id
         )
     assert [(r["id"], r["active"]) for r in active] == [("downtown", True), ("north", False)]
+
+
+async def test_lead_children_cannot_point_at_another_tenants_lead(
+    pool: asyncpg.Pool, database_url: str
+) -> None:
+    """Tenancy is in the schema: a touch point, event, chat session or message of tenant B
+    naming tenant A's lead is refused by the composite foreign keys (0008), not only by the
+    queries' tenant filters."""
+    cfg = make_config(database_url)
+    other_id = uuid.UUID(OTHER_TENANT)
+    other_cfg = dataclasses.replace(
+        cfg, tenant=dataclasses.replace(cfg.tenant, id=other_id, name="Other Garage")
+    )
+    await dbmod.StoreCore(pool, cfg.tenant.id).sync_config(cfg)
+    await dbmod.StoreCore(pool, other_id).sync_config(other_cfg)
+    lead = uuid.uuid4()
+    async with pool.acquire() as conn:
+        await conn.execute(
+            "INSERT INTO leads (id, tenant_id, location_id, shopmonkey_order_id, source, order_data)"
+            " VALUES ($1, $2, 'downtown', 'o-1', 'test', '{}')",
+            lead,
+            cfg.tenant.id,
+        )
+        hostile = [
+            "INSERT INTO lead_events (tenant_id, lead_id, to_state, cause) VALUES ($1, $2, 'new', 'x')",
+            "INSERT INTO touch_points (tenant_id, lead_id, sequence, step_index, step_name, channel,"
+            " due_at) VALUES ($1, $2, 'default', 0, 's', 'sms', now())",
+            "INSERT INTO chat_messages (tenant_id, lead_id, direction, channel, body)"
+            " VALUES ($1, $2, 'inbound', 'sms', 'hi')",
+            "INSERT INTO leads (id, tenant_id, location_id, shopmonkey_order_id, source,"
+            " order_data, attached_to) VALUES (gen_random_uuid(), $1, 'downtown', 'o-2', 'test',"
+            " '{}', $2)",
+        ]
+        for statement in hostile:
+            with pytest.raises(asyncpg.ForeignKeyViolationError):
+                await conn.execute(statement, other_id, lead)
+            await conn.execute(statement.replace("'o-2'", "'o-3'"), cfg.tenant.id, lead)

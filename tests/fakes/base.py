@@ -46,6 +46,16 @@ class FakeServer:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
+    async def _wait_for(self, event: asyncio.Event) -> None:
+        """Wait for a test's barrier; cut short when the server stops."""
+        stop = asyncio.ensure_future(self._closing.wait())
+        barrier = asyncio.ensure_future(event.wait())
+        try:
+            await asyncio.wait({stop, barrier}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+            barrier.cancel()
+
     async def _wait_delay(self) -> None:
         if self.delay > 0:
             with suppress(TimeoutError):

@@ -9,11 +9,13 @@
 It speaks the wire format messaging.md documents (form POST, Basic auth, 201 + Message JSON,
 classic `{code, message, more_info, status}` errors, the paged list with `next_page_uri`) so
 the real client code runs unchanged. Knobs make it fail the way Twilio does: canned failures
-(`fail_next`), opted-out and invalid recipients, and a response delay.
+(`fail_next`), opted-out and invalid recipients, a response delay, and a barrier
+(`hold_create`) that holds the answer to a created message until the test sets it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime as dt
 import email.utils
@@ -78,6 +80,8 @@ class FakeTwilio(FakeServer):
         self.invalid: set[str] = set()
         # One entry per GET on Messages.json: the query parameters as received.
         self.list_requests: list[dict[str, str]] = []
+        # When set: a created message is recorded, then its answer waits for this event.
+        self.hold_create: asyncio.Event | None = None
         self._canned: dict[str, deque[_Canned]] = {"POST": deque(), "GET": deque()}
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -188,6 +192,8 @@ class FakeTwilio(FakeServer):
             status_callback=callback if isinstance(callback, str) else None,
         )
         record["received_at"] = received_at
+        if self.hold_create is not None:
+            await self._wait_for(self.hold_create)
         await self._wait_delay()
         return web.json_response(self._resource(record, status="queued"), status=201)
 

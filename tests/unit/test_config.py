@@ -121,7 +121,8 @@ def test_unknown_key_without_a_close_match_lists_allowed_keys(tmp_path: Path) ->
     data["http"]["zzz"] = 1
     [problem] = problems_of(tmp_path, data)
     assert problem == (
-        "leadd.yaml: http.zzz: unknown key; allowed here: host, max_body_bytes, port, public_url"
+        "leadd.yaml: http.zzz: unknown key; allowed here: body_timeout, header_timeout, "
+        "host, max_body_bytes, max_connections, port, public_url"
     )
 
 

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 
 from leadd import leads, webhooks
@@ -108,8 +109,25 @@ def test_is_newer_falls_back_to_updated_date() -> None:
     assert leads.is_newer({"meta": {"version": 1}, **later}, None, T0)  # stored has no version
 
 
-def test_is_newer_without_anything_to_compare_accepts() -> None:
-    assert leads.is_newer({}, None, None)
+def test_is_newer_without_version_information_is_not_newer() -> None:
+    """A body with neither meta.version nor updatedDate (a replay, a truncated row) never
+    overwrites what is stored, whatever is stored."""
+    assert not leads.is_newer({}, None, None)
+    assert not leads.is_newer({}, 3, T0)
+    assert not leads.is_newer({"meta": {}, "updatedDate": None}, 3, None)
+    assert not leads.is_newer({"meta": {"version": None}}, None, T0)
+
+
+def test_is_newer_with_information_the_stored_order_lacked_is_newer() -> None:
+    assert leads.is_newer({"meta": {"version": 1}}, None, None)
+    assert leads.is_newer({"updatedDate": "2026-11-25T14:00:00.000Z"}, None, None)
+
+
+def test_is_newer_with_nothing_comparable_on_both_sides_is_not_newer() -> None:
+    # A version against a stored date only (or the reverse) cannot be ordered: keep what is
+    # stored rather than guess.
+    assert not leads.is_newer({"meta": {"version": 9}}, None, T0)
+    assert not leads.is_newer({"updatedDate": "2030-01-01T00:00:00.000Z"}, 2, None)
 
 
 # --------------------------------------------------------------------------- parse_event
@@ -222,3 +240,114 @@ def test_demo_filter_lets_only_test_contacts_through() -> None:
     assert leads.demo_filter_reason(order(None, "someone+test@example.com")) is None
     assert leads.demo_filter_reason(order("+15125550123", "jamie@example.com")) is not None
     assert leads.demo_filter_reason({"id": "o"}) is None  # decided after enrichment
+
+
+# --------------------------------------------------------------------------- one validation
+
+
+@pytest.mark.parametrize(("_name", "payload", "reason"), BAD_EVENTS[4:])
+def test_validate_order_is_the_same_check_for_a_polled_order(
+    _name: str, payload: Any, reason: str
+) -> None:
+    """The poller hands `validate_order` a bare order (the webhook's `data`): every order-level
+    refusal of the webhook path applies to it too, NUL and surrogates included."""
+    with pytest.raises(leads.BadEvent, match=reason):
+        leads.validate_order(copy.deepcopy(payload["data"]))
+
+
+def test_validate_order_refuses_what_is_not_an_order() -> None:
+    for value in (None, [], "order", 42):
+        with pytest.raises(leads.BadEvent, match="object"):
+            leads.validate_order(value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "0001-01-01T00:00:00+23:59",  # a valid ISO string that overflows in UTC
+        "9999-12-31T23:59:59-23:59",
+        "2026-11-25T14:00:00.000Z" + " " * 100,
+        "yesterday",
+        None,
+        20261125,
+    ],
+)
+def test_parse_time_refuses_what_cannot_be_a_utc_timestamp(value: Any) -> None:
+    assert leads.parse_time(value) is None
+
+
+def test_parse_time_answers_utc() -> None:
+    assert leads.parse_time("2026-11-25T08:00:00-06:00") == T0
+    assert leads.parse_time("2026-11-25T14:00:00") == T0
+
+
+@pytest.mark.parametrize(
+    ("number", "expected"),
+    [
+        (1042, "1042"),
+        ("A-17", "A-17"),
+        (10**400, None),
+        ("9" * 100, None),
+        (True, None),
+        ("", None),
+    ],
+)
+def test_order_number_is_bounded(number: Any, expected: str | None) -> None:
+    assert leads.order_number({"number": number}) == expected
+
+
+@pytest.mark.parametrize(
+    ("order", "expected"),
+    [
+        ({"id": "o-1"}, "o-1"),
+        ({"id": "o\x00-1"}, "o-1"),
+        ({"id": 4242}, "4242"),
+        ({"id": "x" * 1000}, "x" * leads.MAX_ID_LENGTH),
+        ({"id": ["o-1"]}, leads.NO_ORDER_REF),
+        ({}, leads.NO_ORDER_REF),
+        ("garbage", leads.NO_ORDER_REF),
+    ],
+)
+def test_order_ref_is_printable_and_bounded(order: Any, expected: str) -> None:
+    assert leads.order_ref(order) == expected
+
+
+def _pg_error(cls: type[Exception]) -> Exception:
+    return cls("server said no")
+
+
+@pytest.mark.parametrize(
+    ("exc", "transient"),
+    [
+        (OSError("connection refused"), True),
+        (TimeoutError(), True),
+        (_pg_error(asyncpg.exceptions.ConnectionDoesNotExistError), True),
+        (_pg_error(asyncpg.exceptions.AdminShutdownError), True),
+        (_pg_error(asyncpg.exceptions.SerializationError), True),
+        (_pg_error(asyncpg.exceptions.TooManyConnectionsError), True),
+        (asyncpg.exceptions.InterfaceError("connection is closed"), True),
+        (_pg_error(asyncpg.exceptions.CheckViolationError), False),
+        (_pg_error(asyncpg.exceptions.UntranslatableCharacterError), False),
+        (_pg_error(asyncpg.exceptions.NumericValueOutOfRangeError), False),
+        (_pg_error(asyncpg.exceptions.ProgramLimitExceededError), False),
+        (asyncpg.exceptions._base.DataError("invalid input for query argument $3"), False),
+        (OverflowError("date value out of range"), False),
+        (TypeError("bug"), False),
+    ],
+)
+def test_is_transient_tells_a_down_database_from_one_bad_order(
+    exc: Exception, transient: bool
+) -> None:
+    assert leads.is_transient(exc) is transient
+
+
+def test_a_page_with_one_unreadable_number_still_reads_and_only_that_order_is_refused() -> None:
+    """Python refuses to convert a 5,000-digit integer; the poller's page must still parse
+    (else polling stops at it forever), and the one order carrying it is refused."""
+    from leadd.providers.shopmonkey import _json_or_none
+
+    page = '{"data": [{"id": "good"}, {"id": "bad", "totalCents": ' + "9" * 5000 + "}]}"
+    good, bad = _json_or_none(page)["data"]
+    assert leads.validate_order(good)["id"] == "good"
+    with pytest.raises(leads.BadEvent, match="finite"):
+        leads.validate_order(bad)

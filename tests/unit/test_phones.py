@@ -75,19 +75,87 @@ def test_area_code_table_matches_installed_geocoder() -> None:
     assert phones.derive_area_code_states() == dict(phones.AREA_CODE_STATE)
 
 
-def test_timezone_of_single_zone() -> None:
-    assert phones.timezone_of("+15125550123", "America/New_York") == "America/Chicago"
-    assert phones.timezone_of("+13055551234", "America/Chicago") == "America/New_York"
+LOCATION = "America/Los_Angeles"
+UNKNOWN = phones.US_RANGE | {(LOCATION, None)}
+
+
+@pytest.mark.parametrize(
+    ("e164", "places"),
+    [
+        ("+15125550123", {("America/Chicago", "TX")}),
+        ("+13055551234", {("America/New_York", "FL")}),
+        # South Dakota: phonenumbers puts this prefix in Mountain and North Dakota's Central.
+        ("+16055551234", {("America/Denver", "SD"), ("America/North_Dakota/Center", "SD")}),
+        # Idaho: the panhandle is Pacific, the south Mountain (Boise); 208-345 is Boise only.
+        ("+12085551234", {("America/Boise", "ID"), ("America/Los_Angeles", "ID")}),
+        ("+12083451234", {("America/Denver", "ID")}),
+        ("+19075551234", {("America/Adak", "AK"), ("America/Anchorage", "AK")}),
+        ("+18085551234", {("Pacific/Honolulu", "HI")}),
+        # Another country: its own zones, no US state law. A UK mobile may be in the Crown
+        # Dependencies; an Australian one anywhere from Perth to Lord Howe.
+        ("+442079460000", {("Europe/London", None)}),
+        (
+            "+447911123456",
+            {(z, None) for z in ("Europe/London", "Europe/Guernsey", "Europe/Jersey")}
+            | {("Europe/Isle_of_Man", None)},
+        ),
+        ("+14165550123", {("America/Toronto", None)}),
+        ("+17875551234", {("America/Puerto_Rico", None)}),
+        # The shop's pretend customer in demo mode lives at the shop.
+        ("+15555550123", {(LOCATION, None)}),
+    ],
+)
+def test_places_of_lists_every_zone_a_number_may_be_in(e164: str, places: set[object]) -> None:
+    assert phones.places_of(e164, LOCATION) == places
+
+
+def test_places_of_australian_mobile_spans_the_continent() -> None:
+    """Mobiles are not geographic in Australia: every zone of +61, Cocos Islands included."""
+    places = phones.places_of("+61412345678", LOCATION)
+    assert {("Australia/Perth", None), ("Australia/Sydney", None)} <= places
+    assert ("Indian/Cocos", None) in places
+    assert all(state is None for _, state in places)
 
 
 @pytest.mark.parametrize(
     "e164",
     [
-        "+16055551234",  # South Dakota: Denver and North Dakota/Center
-        "+19075551234",  # Alaska: Anchorage and Adak
-        "+18005550123",  # toll-free: every NANP zone
-        "invalid",
+        "+18005550123",  # toll-free: phonenumbers only knows "somewhere in +1"
+        "+15002345678",  # personal-communications 5XX: no state, no zone
+        "not a number",
+        "+1512",
     ],
 )
-def test_timezone_of_falls_back_unless_exactly_one_zone(e164: str) -> None:
-    assert phones.timezone_of(e164, "America/Phoenix") == "America/Phoenix"
+def test_places_of_unknown_is_the_location_and_the_whole_us_range(e164: str) -> None:
+    assert phones.places_of(e164, LOCATION) == UNKNOWN
+    assert ("Europe/London", None) in phones.places_of(e164, "Europe/London")
+
+
+def test_us_range_is_the_fifty_states_and_dc_without_territories() -> None:
+    zones = {zone for zone, _ in phones.US_RANGE}
+    states = {state for _, state in phones.US_RANGE}
+    assert states == set(phones.AREA_CODE_STATE.values())
+    assert len(states) == 51
+    assert {
+        "America/New_York",
+        "America/Chicago",
+        "America/Denver",
+        "America/Phoenix",
+        "America/Los_Angeles",
+        "America/Anchorage",
+        "America/Adak",
+        "Pacific/Honolulu",
+    } <= zones
+    assert not zones & {"America/Puerto_Rico", "America/St_Thomas", "Pacific/Guam"}
+    # Each state only where its area codes are: Texas law in Texas' zones, not Honolulu's.
+    assert {zone for zone, state in phones.US_RANGE if state == "TX"} == {
+        "America/Chicago",
+        "America/Denver",
+    }
+
+
+def test_every_us_area_code_has_zones() -> None:
+    """Guards `US_RANGE` against an area code phonenumbers has a state for but no zone."""
+    for area_code in phones.AREA_CODE_STATE:
+        places = phones.places_of(f"+1{area_code}2345678", LOCATION)
+        assert places and places != UNKNOWN, area_code

@@ -13,7 +13,12 @@ import hmac
 import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from leadd.providers.shopmonkey import WebhookSignatureError, sign_webhook, verify_webhook
+from leadd.providers.shopmonkey import (
+    LEGACY_REPLAY_MEMORY,
+    WebhookSignatureError,
+    sign_webhook,
+    verify_webhook,
+)
 
 SECRET = "s3cret-webhook-key"
 BODY = b'{"apiVersion":"3","operation":"INSERT","table":"order","data":{"id":"o-1"}}'
@@ -30,9 +35,11 @@ def _headers(sig: str, *, msg_id: str = MSG_ID, ts: int | str = TS) -> dict[str,
     return {"webhook-id": msg_id, "webhook-timestamp": str(ts), "webhook-signature": sig}
 
 
-def _reason(headers: dict[str, str], body: bytes = BODY, secrets=(SECRET,), now=TS) -> str:
+def _reason(
+    headers: dict[str, str], body: bytes = BODY, secrets=(SECRET,), now=TS, allow_legacy=True
+) -> str:
     with pytest.raises(WebhookSignatureError) as info:
-        verify_webhook(headers, body, secrets, now=now)
+        verify_webhook(headers, body, secrets, now=now, allow_legacy=allow_legacy)
     return info.value.reason
 
 
@@ -135,7 +142,56 @@ def test_whsec_secret_accepts_decoded_and_raw_keys() -> None:
 @pytest.mark.parametrize("prefix", ["", "sha256=", "SHA256="])
 def test_legacy_hex_header(prefix: str) -> None:
     digest = hmac.new(SECRET.encode(), BODY, hashlib.sha256).hexdigest()
-    verify_webhook({"X-Shopmonkey-Signature": prefix + digest}, BODY, [SECRET], now=TS)
+    headers = {"X-Shopmonkey-Signature": prefix + digest}
+    verify_webhook(headers, BODY, [SECRET], now=TS, allow_legacy=True)
+
+
+def test_legacy_signature_is_refused_unless_allowed() -> None:
+    """The legacy header carries no timestamp: a body captured once could be replayed
+    forever. Off by default, with a reason that says how to turn it on."""
+    digest = hmac.new(SECRET.encode(), BODY, hashlib.sha256).hexdigest()
+    reason = _reason({"X-Shopmonkey-Signature": digest}, allow_legacy=False)
+    assert "not accepted" in reason and "accept_legacy_signature" in reason
+    with pytest.raises(WebhookSignatureError):
+        verify_webhook({"X-Shopmonkey-Signature": digest}, BODY, [SECRET], now=TS)
+
+
+# --------------------------------------------------------------------------- replay keys
+
+
+def test_a_standard_delivery_is_remembered_by_its_id_past_its_last_valid_replay() -> None:
+    """The replay key is the signed webhook-id (a replay carries the same one), not the
+    body: two different deliveries of one body are two deliveries. It is remembered until
+    no replay of it can pass the timestamp check any more."""
+    headers = sign_webhook(BODY, SECRET, msg_id=MSG_ID, timestamp=TS)
+    first = verify_webhook(headers, BODY, [SECRET], now=TS)
+    replay = verify_webhook(headers, BODY, [SECRET], now=TS + 299)
+    assert first.digest == replay.digest and not first.legacy
+    other = verify_webhook(
+        sign_webhook(BODY, SECRET, msg_id="msg_other", timestamp=TS), BODY, [SECRET], now=TS
+    )
+    assert other.digest != first.digest
+    # Signed at TS, first seen at TS - 300: replays pass until TS + 300 = seen + 600.
+    early = verify_webhook(headers, BODY, [SECRET], now=TS - 300)
+    assert early.expires_at >= TS + 300
+    assert first.expires_at <= TS + 600  # bounded: the table does not grow forever
+
+
+def test_a_legacy_delivery_is_remembered_by_its_body_for_a_bounded_time() -> None:
+    digest = hmac.new(SECRET.encode(), BODY, hashlib.sha256).hexdigest()
+    headers = {"X-Shopmonkey-Signature": digest}
+    one = verify_webhook(headers, BODY, [SECRET], now=TS, allow_legacy=True)
+    later = verify_webhook(headers, BODY, [SECRET], now=TS + 86400, allow_legacy=True)
+    assert one.legacy and one.digest == later.digest
+    assert one.expires_at == TS + LEGACY_REPLAY_MEMORY
+    other_body = BODY.replace(b"o-1", b"o-2")
+    other = hmac.new(SECRET.encode(), other_body, hashlib.sha256).hexdigest()
+    assert (
+        verify_webhook(
+            {"X-Shopmonkey-Signature": other}, other_body, [SECRET], now=TS, allow_legacy=True
+        ).digest
+        != one.digest
+    )
 
 
 def test_legacy_hex_header_rejects_wrong_digest_and_garbage() -> None:

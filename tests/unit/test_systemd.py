@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from leadd import config as configmod
+from leadd.web import connections
 from tests.conftest import ROOT
 
 UNITS = ROOT / "packaging" / "systemd"
@@ -136,3 +137,12 @@ def test_unit_settings_match_leadd(unit: str) -> None:
     example = configmod.load(ROOT / "config.example.yaml", env={})
     assert seconds(d["TimeoutStopSec"][0]) > example.shutdown_timeout + 10
     assert seconds(d["TimeoutStopSec"][0]) > configmod.Config.shutdown_timeout + 10
+    # Each client connection is a descriptor; leadd needs the cap plus its own (pool, providers).
+    needed = (
+        max(example.http.max_connections, configmod.HttpConfig.max_connections)
+        + connections.OTHER_DESCRIPTORS
+        + example.database.pool_max
+    )
+    assert d["LimitNOFILE"] == ["65536"]
+    assert "MALLOC_MMAP_THRESHOLD_=131072" in d["Environment"]  # bodies go back to the system
+    assert int(d["LimitNOFILE"][0]) >= 10 * needed

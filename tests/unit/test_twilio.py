@@ -195,6 +195,65 @@ async def test_429_is_retry_with_retry_after_and_pauses_only_that_sender(
     assert fake.messages[1]["received_at"] - fake.messages[0]["received_at"] >= 0.2
 
 
+@pytest.mark.parametrize("header", ["86400", "Wed, 21 Oct 2099 07:28:00 GMT"])
+async def test_retry_after_is_capped_so_one_answer_cannot_park_a_sender(
+    fake: FakeTwilio, session: aiohttp.ClientSession, header: str
+) -> None:
+    """Defect 7: `Retry-After: 86400` (or a date far ahead) must not park the sender, and so
+    every other lead's first SMS, for a day: the pause and the caller's delay are capped."""
+    client = make_client(session, fake.url, messages_per_second=100.0)
+    fake.respond_next(
+        status=429,
+        body=json.dumps({"code": 20429, "message": "Too Many Requests", "status": 429}),
+        headers={"Retry-After": header},
+    )
+    throttled = await send(client)
+    assert throttled.outcome == "retry" and throttled.retry_after == 60.0
+    assert 59.0 < client.limiter(FROM).paused_for() <= 60.0
+
+
+async def test_the_gate_runs_after_the_wait_for_a_slot_and_can_stop_the_send(
+    fake: FakeTwilio, session: aiohttp.ClientSession
+) -> None:
+    """The sender is paused by a 429; the gate of the next send runs only once the pause is
+    over (nothing left to wait for between the gate and the POST), and a gate that says no
+    means no request at all."""
+    client = make_client(session, fake.url, messages_per_second=100.0)
+    fake.fail_next(1, status=429, code=20429, retry_after=0.3)
+    await send(client)
+    seen: list[float] = []
+
+    async def gate(answer: bool) -> bool:
+        seen.append(client.limiter(FROM).paused_for())
+        return answer
+
+    refused = await client.send_sms(
+        to=TO, from_=FROM, body="x", status_callback=None, gate=lambda: gate(False)
+    )
+    assert refused is None and fake.messages == [] and seen == [0.0]
+    sent = await client.send_sms(
+        to=TO, from_=FROM, body="y", status_callback=None, gate=lambda: gate(True)
+    )
+    assert sent is not None and sent.outcome == "sent"
+    assert [m["body"] for m in fake.messages] == ["y"]
+
+
+async def test_dry_run_still_asks_the_gate(fake: FakeTwilio) -> None:
+    async with aiohttp.ClientSession() as session:
+        client = make_client(session, fake.url, token="")
+        calls: list[str] = []
+
+        async def gate() -> bool:
+            calls.append("gate")
+            return False
+
+        assert (
+            await client.send_sms(to=TO, from_=FROM, body="x", status_callback=None, gate=gate)
+            is None
+        )
+    assert calls == ["gate"] and fake.messages == []
+
+
 async def test_20429_in_body_without_429_status_is_retry(
     fake: FakeTwilio, session: aiohttp.ClientSession
 ) -> None:
