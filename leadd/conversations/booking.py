@@ -8,20 +8,18 @@ import uuid
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
-from leadd import leads
 from leadd.config import Location, StaffUser
-from leadd.conversations.deps import Deps
 from leadd.conversations.replies import POSTS_PER_MINUTE, RateLimited
+from leadd.conversations.thread import actor
 from leadd.logs import get_logger
-from leadd.store.chat_models import ChatSession, LeadMove, Move
+from leadd.runtime import Runtime
+from leadd.store.chat_models import Advance, ChatSession
 
 log = get_logger(__name__)
 
 SLOT_MINUTES = 60
 BOOKING_DAYS = 7  # today and the next six days
 LEAD_TIME = dt.timedelta(hours=2)  # the shop needs this much notice
-QUALIFIABLE = tuple(s for s in leads.STATES if leads.can_transition(s, "qualified"))
-SETTABLE = tuple(s for s in leads.STATES if leads.can_transition(s, "appointment_set"))
 
 
 class UnknownSlot(ValueError):
@@ -95,21 +93,14 @@ def find_slot(location: Location, now: dt.datetime, value: str) -> Slot:
     raise UnknownSlot(value)
 
 
-async def request_appointment(deps: Deps, session: ChatSession, value: str) -> int:
+async def request_appointment(rt: Runtime, session: ChatSession, value: str) -> int:
     """The customer asks for a slot: stored on the lead (replacing an earlier unconfirmed one),
     the lead moves to qualified and its automated sequence stops. Raises UnknownSlot or
     RateLimited (nothing stored)."""
-    location = deps.config.location(session.location_id) or deps.config.locations[0]
-    now = deps.clock()
+    location = rt.config.location(session.location_id) or rt.config.locations[0]
+    now = rt.clock()
     slot = find_slot(location, now, value)
-    move = LeadMove(
-        target="qualified",
-        allowed_from=QUALIFIABLE,
-        cause="chat.appointment_requested",
-        detail={"slot_start": slot.start.isoformat()},
-        stop_automation="customer asked for a time",
-    )
-    request_id = await deps.store.request_appointment(
+    request_id = await rt.store.request_appointment(
         lead_id=session.lead_id,
         location_id=location.id,
         slot_start=slot.start,
@@ -117,28 +108,22 @@ async def request_appointment(deps: Deps, session: ChatSession, value: str) -> i
         now=now,
         rate_window_start=now - dt.timedelta(minutes=1),
         rate_limit=POSTS_PER_MINUTE,
-        move=move,
     )
     if request_id is None:
         raise RateLimited
-    await deps.store.touch_seen(lead_id=session.lead_id, at=now)
+    await rt.store.touch_seen(lead_id=session.lead_id, at=now)
     log.info("chat.appointment_requested", lead_id=str(session.lead_id), request_id=request_id)
     return request_id
 
 
 async def confirm_appointment(
-    deps: Deps, user: StaffUser, lead_id: uuid.UUID, request_id: int
-) -> Move | None:
-    """Staff confirm a requested time: the lead moves to appointment_set. None when no such
-    request is waiting (the caller has checked the viewer may see the lead)."""
-    move = LeadMove(
-        target="appointment_set",
-        allowed_from=SETTABLE,
-        cause="staff.appointment_confirmed",
-        detail={"by": user.email, "request_id": request_id},
-    )
-    result = await deps.store.confirm_appointment(
-        lead_id=lead_id, request_id=request_id, by=user.email, now=deps.clock(), move=move
+    rt: Runtime, user: StaffUser, lead_id: uuid.UUID, request_id: int
+) -> Advance | None:
+    """Staff confirm a requested time: the lead moves to appointment_set (the actor recorded).
+    None when no such request is waiting (the caller has checked the person may see the
+    lead)."""
+    result = await rt.store.confirm_appointment(
+        lead_id=lead_id, request_id=request_id, actor=actor(user.email), now=rt.clock()
     )
     if result is not None:
         log.info("chat.appointment_confirmed", lead_id=str(lead_id), request_id=request_id)

@@ -14,8 +14,9 @@ from leadd import chatlinks as links
 from leadd import compliance
 from leadd.config import Location
 from leadd.conversations import booking, replies
-from leadd.conversations.deps import Deps
-from leadd.store.chat_models import AppointmentRequest, ChatSession, Message, ServiceLine
+from leadd.conversations.thread import Line, lines
+from leadd.runtime import Runtime
+from leadd.store.chat_models import AppointmentRequest, ChatSession, ServiceLine
 
 CUSTOMER_CHANNELS = ("sms", "web")  # e-mails are not part of the chat
 CLOSE_GRACE = dt.timedelta(seconds=20)
@@ -37,7 +38,7 @@ class ChatPage:
     shop: Shop
     estimate: tuple[ServiceLine, ...]
     total: float | None
-    messages: tuple[Message, ...]
+    messages: tuple[Line, ...]  # names: a staff member's first name
     slots: tuple[booking.Slot, ...]
     requested: AppointmentRequest | None  # the latest booking request, if any
 
@@ -50,15 +51,15 @@ class Gone:
     shop: Shop
 
 
-def shop_of(deps: Deps, location: Location) -> Shop:
+def shop_of(rt: Runtime, location: Location) -> Shop:
     hours = compliance.BusinessHours(location.hours)
     return Shop(
         name=location.name,
-        business=deps.config.tenant.name,
+        business=rt.config.tenant.name,
         phone=location.phone,
         phone_text=phone_text(location.phone),
         address=location.address,
-        hours_today=hours.describe_day(deps.clock(), location.timezone),
+        hours_today=hours.describe_day(rt.clock(), location.timezone),
     )
 
 
@@ -69,45 +70,54 @@ def phone_text(phone: str | None) -> str | None:
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.NATIONAL)
 
 
-async def find_session(deps: Deps, token: str) -> ChatSession | Gone:
+async def find_session(rt: Runtime, token: str) -> ChatSession | Gone:
     """The live session of a link, or Gone."""
     session = None
     if links.TOKEN_SHAPE.fullmatch(token):
-        session = await deps.store.chat_session(token_hash=links.token_hash(token))
+        session = await rt.store.chat_session(token_hash=links.token_hash(token))
     if session is None:
-        return Gone(404, shop_of(deps, deps.config.locations[0]))
-    if session.expires_at <= deps.clock():
-        return Gone(410, shop_of(deps, _location(deps, session)))
+        return Gone(404, shop_of(rt, rt.config.locations[0]))
+    if session.expires_at <= rt.clock():
+        return Gone(410, shop_of(rt, location_of(rt, session)))
     return session
 
 
-async def open_page(deps: Deps, session: ChatSession, *, seen: bool = True) -> ChatPage:
+async def open_page(rt: Runtime, session: ChatSession, *, seen: bool = True) -> ChatPage:
     """Everything the page shows; `seen`: the customer is looking at it now."""
-    location = _location(deps, session)
-    store = deps.store
+    location = location_of(rt, session)
+    store = rt.store
     if seen:
-        await store.touch_seen(lead_id=session.lead_id, at=deps.clock())
-    messages = await store.thread(lead_id=session.lead_id, channels=CUSTOMER_CHANNELS)
+        await store.touch_seen(lead_id=session.lead_id, at=rt.clock())
+    messages = await store.chat_thread(lead_id=session.lead_id, channels=CUSTOMER_CHANNELS)
     requests = await store.appointment_requests(lead_id=session.lead_id)
     prices = [s.price for s in session.services]
     total = sum(p for p in prices if p is not None) if any(p is not None for p in prices) else None
     return ChatPage(
         session=session,
-        shop=shop_of(deps, location),
+        shop=shop_of(rt, location),
         estimate=session.services,
         total=total,
-        messages=tuple(messages),
-        slots=tuple(booking.slots(location, deps.clock())),
+        messages=lines(rt.config, messages, first_names=True),
+        slots=tuple(booking.slots(location, rt.clock())),
         requested=requests[0] if requests else None,
     )
 
 
-async def page_closed(deps: Deps, session: ChatSession) -> None:
+async def still_open(rt: Runtime, session: ChatSession) -> bool:
+    """The page's live stream is connected: the page counts as open (False once the link has
+    expired: the stream ends)."""
+    if session.expires_at <= rt.clock():
+        return False
+    await rt.store.touch_seen(lead_id=session.lead_id, at=rt.clock())
+    return True
+
+
+async def page_closed(rt: Runtime, session: ChatSession) -> None:
     """The page's live stream ended (tab closed, or reloading: a reload reconnects within the
     grace). From then on a staff reply goes by SMS."""
-    open_until = deps.clock() - replies.PAGE_OPEN_FOR + CLOSE_GRACE
-    await deps.store.page_closed(lead_id=session.lead_id, open_until=open_until)
+    open_until = rt.clock() - replies.PAGE_OPEN_FOR + CLOSE_GRACE
+    await rt.store.page_closed(lead_id=session.lead_id, open_until=open_until)
 
 
-def _location(deps: Deps, session: ChatSession) -> Location:
-    return deps.config.location(session.location_id) or deps.config.locations[0]
+def location_of(rt: Runtime, session: ChatSession) -> Location:
+    return rt.config.location(session.location_id) or rt.config.locations[0]

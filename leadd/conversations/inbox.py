@@ -1,138 +1,148 @@
-"""The staff inbox: the conversation list, one conversation, and what staff can do to a lead.
+"""The staff inbox: the conversation list and one conversation as staff see it.
 
 Every function takes the signed-in StaffUser and only reaches leads of the locations that
-person may see: another location's lead is "not found", as a lead that does not exist."""
+person may see: another location's lead is "not found", as a lead that does not exist. The
+lead and its timeline are the ops store's `lead_detail`; pausing, resuming, moving a lead and
+queueing an SMS are the ops store's and use cases' (the inbox handlers call them once `find`
+has said the person may see the lead)."""
 
 from __future__ import annotations
 
-import re
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-from leadd import leads
 from leadd.config import StaffUser
-from leadd.conversations import booking
-from leadd.conversations.deps import Deps
+from leadd.conversations.thread import Line, lines, names
 from leadd.logs import get_logger
-from leadd.store.chat_models import Conversation, ConversationSummary, LeadMove, Move, Timeline
+from leadd.runtime import Runtime
+from leadd.store.chat_models import (
+    AppointmentRequest,
+    ConversationState,
+    ConversationSummary,
+    ServiceLine,
+    full_name,
+    vehicle_text,
+)
+from leadd.store.models import LeadDetail, LeadSearch, TimelineEvent, TouchPointView
+from leadd.store.ops import CAUSE_PAUSED
 
 log = get_logger(__name__)
 
-STAFF_STATES = ("qualified", "appointment_set", "completed", "lost")
-MAX_REASON = 500
 MAX_QUERY = 100
+# A state change needs a reason on the ops timeline; the inbox asks for one only for `lost`.
+NO_REASON = "set in the inbox"
 
 
 class ActionError(ValueError):
-    """An action the request asked for wrongly (unknown state, missing reason)."""
+    """An action the request asked for wrongly (a lost lead without a reason)."""
 
 
 @dataclass(frozen=True)
-class ConversationView:
-    conversation: Conversation
-    timeline: Timeline
+class Conversation:
+    """One lead as staff see it: the ops lead detail, the inbox's own facts, and the lines."""
+
+    lead: LeadDetail
+    inbox: ConversationState
+    messages: tuple[Line, ...]  # the transcript, and staff SMS not (yet) sent
+    steps: tuple[TouchPointView, ...]  # the automated sequence
+    appointments: tuple[AppointmentRequest, ...]
+    names: Mapping[str, str]  # actor -> how the inbox names them
+
+    @property
+    def lead_id(self) -> uuid.UUID:
+        return self.lead.id
+
+    @property
+    def name(self) -> str:
+        return full_name(self.lead.first_name, self.lead.last_name)
+
+    @property
+    def vehicle(self) -> str | None:
+        return vehicle_text(self.lead.vehicle)
+
+    @property
+    def services(self) -> tuple[ServiceLine, ...]:
+        return ServiceLine.list_from(self.lead.services)
+
+    @property
+    def events(self) -> tuple[TimelineEvent, ...]:
+        return self.lead.events
+
+    @property
+    def sms_opted_out(self) -> bool:
+        return any(o.channel == "sms" for o in self.lead.opt_outs)
+
+    @property
+    def paused_by(self) -> str | None:
+        """Who paused the sequence (the latest pause on the timeline), while it is paused."""
+        if self.lead.paused_at is None:
+            return None
+        pauses = [e.actor for e in self.lead.events if e.cause == CAUSE_PAUSED]
+        return self.names.get(pauses[-1] or "", pauses[-1]) if pauses else None
 
 
-def search_patterns(q: str) -> tuple[str | None, str | None]:
-    """(name ILIKE pattern, phone LIKE pattern) for a search box value: the phone pattern
-    from its digits when it has at least 3 (the stored form is E.164)."""
-    q = q.strip()[:MAX_QUERY]
-    if not q:
-        return None, None
-    escaped = re.sub(r"([\\%_])", r"\\\1", q)
-    digits = re.sub(r"\D", "", q)
-    return f"%{escaped}%", (f"%{digits}%" if len(digits) >= 3 else None)
+def search(q: str, region: str) -> LeadSearch | None:
+    """The search box's value as the ops lead list searches (LeadSearch.of); characters
+    PostgreSQL cannot store in text are dropped (they match nothing anyway)."""
+    text = "".join(c for c in q[:MAX_QUERY] if c != "\x00" and not 0xD800 <= ord(c) <= 0xDFFF)
+    text = text.strip()
+    return LeadSearch.of(text, region) if text else None
 
 
 async def list_conversations(
-    deps: Deps, user: StaffUser, q: str = "", location: str = ""
+    rt: Runtime, user: StaffUser, q: str = "", location: str = ""
 ) -> list[ConversationSummary]:
     """The list, of one location when `location` names one the person may see."""
-    name, phone = search_patterns(q)
     locations = (location,) if location and user.sees(location) else user.visible
-    return await deps.store.inbox(locations=locations, name_pattern=name, phone_pattern=phone)
+    return await rt.store.inbox(
+        locations=locations, q=search(q, rt.config.leads.default_region)
+    )
 
 
-async def find(deps: Deps, user: StaffUser, lead_id: uuid.UUID) -> Conversation | None:
-    return await deps.store.conversation(lead_id=lead_id, locations=user.visible)
+async def find(rt: Runtime, user: StaffUser, lead_id: uuid.UUID) -> ConversationState | None:
+    """The lead's inbox facts when the person may see it; None otherwise (or no such lead)."""
+    return await rt.store.conversation_state(lead_id=lead_id, locations=user.visible)
 
 
 async def open_conversation(
-    deps: Deps, user: StaffUser, lead_id: uuid.UUID, *, mark_read: bool = True
-) -> ConversationView | None:
+    rt: Runtime, user: StaffUser, lead_id: uuid.UUID, *, mark_read: bool = True
+) -> Conversation | None:
     """A conversation with its timeline; reading it marks the customer's messages read."""
-    conversation = await find(deps, user, lead_id)
-    if conversation is None:
+    state = await find(rt, user, lead_id)
+    if state is None:
         return None
-    timeline = await deps.store.timeline(lead_id=lead_id)
-    if mark_read and timeline.messages:
-        last = max(m.id for m in timeline.messages)
-        if last > conversation.read_up_to:
-            await deps.store.mark_read(lead_id=lead_id, up_to=last)
-    return ConversationView(conversation, timeline)
+    detail = await rt.store.lead_detail(lead_id)
+    if detail is None:
+        return None
+    appointments = await rt.store.appointment_requests(lead_id=lead_id)
+    if mark_read and detail.messages:
+        last = max(m.id for m in detail.messages)
+        if last > state.read_up_to:
+            await rt.store.mark_read(lead_id=lead_id, up_to=last)
+    actors = [e.actor for e in detail.events] + [a.confirmed_by for a in appointments]
+    return Conversation(
+        lead=detail,
+        inbox=state,
+        messages=lines(rt.config, detail.messages, detail.touch_points),
+        steps=tuple(t for t in detail.touch_points if t.kind != "staff"),
+        appointments=tuple(appointments),
+        names=names(rt.config, actors),
+    )
 
 
-async def set_state(
-    deps: Deps, user: StaffUser, lead_id: uuid.UUID, target: str, reason: str
-) -> Move | None:
-    """Move a lead as the lifecycle allows; `lost` needs a reason. None: no such lead (for
-    this viewer). A Move with moved=False names the state that forbade it."""
-    if target not in STAFF_STATES:
-        raise ActionError(f"state must be one of {', '.join(STAFF_STATES)}")
+def state_reason(target: str, reason: str) -> str:
+    """The reason to record for a state change made in the inbox: required for `lost`."""
     reason = reason.strip()
     if target == "lost" and not reason:
         raise ActionError("say why the lead is lost")
-    if len(reason) > MAX_REASON or "\x00" in reason:
-        raise ActionError(f"the reason can be up to {MAX_REASON} characters")
-    if await find(deps, user, lead_id) is None:
-        return None
-    move = LeadMove(
-        target=target,
-        allowed_from=tuple(s for s in leads.STATES if leads.can_transition(s, target)),
-        cause="staff.state",
-        detail={"by": user.email, **({"reason": reason} if reason else {})},
-        stop_automation=f"lead {target}" if target in leads.TERMINAL else None,
-    )
-    result = await deps.store.move_lead(lead_id=lead_id, move=move)
-    if result is not None and result.moved:
-        log.info(
-            "lead.state",
-            lead_id=str(lead_id),
-            from_state=result.from_state,
-            to_state=target,
-            cause="staff.state",
-        )
-    return result
+    return reason or NO_REASON
 
 
-async def confirm_appointment(
-    deps: Deps, user: StaffUser, lead_id: uuid.UUID, request_id: int
-) -> Move | None:
-    if await find(deps, user, lead_id) is None:
-        return None
-    return await booking.confirm_appointment(deps, user, lead_id, request_id)
-
-
-async def pause(deps: Deps, user: StaffUser, lead_id: uuid.UUID) -> bool:
-    if await find(deps, user, lead_id) is None:
+async def assign_to_me(rt: Runtime, user: StaffUser, lead_id: uuid.UUID) -> bool:
+    if await find(rt, user, lead_id) is None:
         return False
-    n = await deps.store.pause_sequence(lead_id=lead_id, by=user.email, now=deps.clock())
-    log.info("lead.sequence_paused", lead_id=str(lead_id), steps=n)
+    await rt.store.assign(lead_id=lead_id, to=user.email)
+    log.info("inbox.assigned", lead_id=str(lead_id))
     return True
 
-
-async def resume(deps: Deps, user: StaffUser, lead_id: uuid.UUID) -> bool:
-    if await find(deps, user, lead_id) is None:
-        return False
-    n = await deps.store.resume_sequence(lead_id=lead_id, by=user.email, now=deps.clock())
-    if n:
-        deps.wake()
-    log.info("lead.sequence_resumed", lead_id=str(lead_id), steps=n)
-    return True
-
-
-async def assign_to_me(deps: Deps, user: StaffUser, lead_id: uuid.UUID) -> bool:
-    if await find(deps, user, lead_id) is None:
-        return False
-    await deps.store.assign(lead_id=lead_id, to=user.email)
-    return True

@@ -1,5 +1,6 @@
-"""Messages: what a customer's message does (the one rule, shared by SMS replies and the chat
-page), posting from the chat page, and a staff reply (to the open page, else by SMS)."""
+"""Messages: what a customer's message does (the one step, shared by SMS replies and the chat
+page), posting from the chat page, and a staff reply (to the open page, else by SMS: the ops
+staff-message path, a `kind='staff'` touch point sent by the send loop through the gate)."""
 
 from __future__ import annotations
 
@@ -9,23 +10,22 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from leadd import leads
 from leadd.config import StaffUser
-from leadd.conversations.deps import Deps
+from leadd.conversations.thread import actor
 from leadd.logs import get_logger
-from leadd.store.chat_models import ChatSession, LeadMove, Move
-from leadd.store.conversations import ConversationStore
-from leadd.store.sqlbase import Conn
+from leadd.runtime import Runtime
+from leadd.store import Store
+from leadd.store.chat_models import Advance, ChatSession
+from leadd.store.core import Conn
 
 log = get_logger(__name__)
 
 MAX_CUSTOMER_MESSAGE = 1000  # characters
-MAX_STAFF_MESSAGE = 1600  # Twilio's limit for one message body
+MAX_STAFF_MESSAGE = 1600  # Twilio's limit for one message body (as the ops API's MAX_SMS_BODY)
 POSTS_PER_MINUTE = 10  # per chat link: messages and booking requests together
 # The customer's page counts as open this long after it was last seen (loaded, or its live
-# stream still connected: the stream refreshes it every LIVE_SEEN_EVERY seconds).
+# stream still connected: the stream refreshes it on every keep-alive).
 PAGE_OPEN_FOR = dt.timedelta(minutes=3)
-ENGAGEABLE = tuple(s for s in leads.STATES if leads.can_transition(s, "engaged"))
 
 
 class BadMessage(ValueError):
@@ -48,57 +48,45 @@ def clean_message(text: str, limit: int) -> str:
     return body
 
 
-def reply_move(cause: str, detail: Mapping[str, Any]) -> LeadMove:
-    """What a customer's message does, wherever it comes from: the lead is engaged (when the
-    lifecycle allows it from where it is), and its automated sequence stops, since a person is
-    talking now. A reply a person at the shop has queued still goes."""
-    return LeadMove(
-        target="engaged",
-        allowed_from=ENGAGEABLE,
-        cause=cause,
-        detail=detail,
-        stop_automation="customer replied",
-    )
-
-
 async def customer_replied(
-    store: ConversationStore,
+    store: Store,
     lead_id: uuid.UUID,
     *,
     cause: str,
     detail: Mapping[str, Any],
     conn: Conn | None = None,
-) -> Move | None:
-    """Apply `reply_move` to a lead. `conn`: a caller's transaction that holds the lead's
-    row lock (the inbound SMS webhook); without it the store takes the lock."""
-    move = await store.move_lead(lead_id=lead_id, move=reply_move(cause, detail), conn=conn)
-    if move is not None and move.moved:
+) -> Advance | None:
+    """A customer wrote (an SMS reply; the chat page's post takes the same store step in its
+    own transaction): the lead is engaged where the lifecycle allows it and its automated
+    sequence stops. `conn`: inbound SMS's transaction, which holds the lead's row lock."""
+    moved = await store.customer_replied(lead_id=lead_id, cause=cause, detail=detail, conn=conn)
+    if moved is not None and moved.moved:
         log.info(
             "lead.state",
             lead_id=str(lead_id),
-            from_state=move.from_state,
+            from_state=moved.from_state,
             to_state="engaged",
             cause=cause,
         )
-    return move
+    return moved
 
 
-async def post_customer_message(deps: Deps, session: ChatSession, text: str) -> int:
+async def post_customer_message(rt: Runtime, session: ChatSession, text: str) -> int:
     """A message written on the chat page; returns its id. Raises BadMessage or
     RateLimited (nothing stored)."""
     body = clean_message(text, MAX_CUSTOMER_MESSAGE)
-    now = deps.clock()
-    message_id = await deps.store.add_customer_message(
+    now = rt.clock()
+    message_id = await rt.store.add_customer_message(
         lead_id=session.lead_id,
         body=body,
         now=now,
         rate_window_start=now - dt.timedelta(minutes=1),
         rate_limit=POSTS_PER_MINUTE,
-        move=reply_move("chat.message", {"channel": "web"}),
+        detail={"channel": "web"},
     )
     if message_id is None:
         raise RateLimited
-    await deps.store.touch_seen(lead_id=session.lead_id, at=now)
+    await rt.store.touch_seen(lead_id=session.lead_id, at=now)
     log.info("chat.customer_message", lead_id=str(session.lead_id), message_id=message_id)
     return message_id
 
@@ -116,31 +104,34 @@ REFUSALS = {
 }
 
 
-async def staff_reply(deps: Deps, user: StaffUser, lead_id: uuid.UUID, text: str) -> StaffReply:
+def page_open(seen_at: dt.datetime | None, now: dt.datetime) -> bool:
+    return seen_at is not None and now - seen_at <= PAGE_OPEN_FOR
+
+
+async def staff_reply(rt: Runtime, user: StaffUser, lead_id: uuid.UUID, text: str) -> StaffReply:
     """A person's reply: shown on the customer's page when it is open (seen in the last
-    PAGE_OPEN_FOR), otherwise sent by SMS through the touch-point loop's gate; never to an
-    opted-out number. Raises BadMessage; LookupError for no such lead."""
+    PAGE_OPEN_FOR), otherwise an SMS queued as every staff message is (OpsStore.
+    add_staff_message: refused for an opted-out or missing number) and sent by the send loop
+    through the gate. Raises BadMessage; LookupError for no such lead. The caller has checked
+    the person may see the lead."""
     body = clean_message(text, MAX_STAFF_MESSAGE)
-    now = deps.clock()
-    store = deps.store
-    seen = await store.page_seen_at(lead_id=lead_id)
-    name = user.name.split()[0]  # customers see the first name
-    if seen is not None and now - seen <= PAGE_OPEN_FOR:
-        msg = await store.add_staff_web_message(
-            lead_id=lead_id, body=body, staff_email=user.email, staff_name=name, now=now
-        )
+    now = rt.clock()
+    store = rt.store
+    author = actor(user.email)
+    if page_open(await store.page_seen_at(lead_id=lead_id), now):
+        msg = await store.add_staff_web_message(lead_id=lead_id, body=body, author=author, now=now)
         if msg is None:
             raise LookupError(lead_id)
         log.info("chat.staff_reply", lead_id=str(lead_id), via="web", message_id=msg)
         return StaffReply("web")
-    sms = await store.queue_staff_sms(
-        lead_id=lead_id, body=body, staff_email=user.email, staff_name=name, now=now
-    )
-    if sms is None:
+    queued = await store.add_staff_message(lead_id, body=body, author=author, now=now)
+    if queued is None:
         raise LookupError(lead_id)
-    if sms.refused is not None:
-        log.info("chat.staff_reply_refused", lead_id=str(lead_id), reason=sms.refused)
-        return StaffReply(None, REFUSALS[sms.refused])
-    deps.wake()
-    log.info("chat.staff_reply", lead_id=str(lead_id), via="sms", message_id=sms.message_id)
+    if queued.refused is not None:
+        log.info("chat.staff_reply_refused", lead_id=str(lead_id), reason=queued.refused)
+        return StaffReply(None, REFUSALS[queued.refused])
+    rt.wake()
+    log.info(
+        "chat.staff_reply", lead_id=str(lead_id), via="sms", touch_point_id=queued.touch_point_id
+    )
     return StaffReply("sms")

@@ -25,8 +25,8 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from leadd.config import StaffUser
-from leadd.conversations.deps import Deps
 from leadd.logs import get_logger
+from leadd.runtime import Runtime
 
 log = get_logger(__name__)
 
@@ -101,9 +101,9 @@ def _keys(email: str, address: str) -> tuple[str, str]:
     return f"account:{account}", f"address:{place}"
 
 
-async def sign_in(deps: Deps, email: str, password: str, address: str) -> SignIn:
+async def sign_in(rt: Runtime, email: str, password: str, address: str) -> SignIn:
     """Check a sign-in. An empty SignIn: wrong e-mail or password (the same answer for both)."""
-    store, now = deps.store, deps.clock()
+    store, now = rt.store, rt.clock()
     account, place = _keys(email, address)
     failures = await store.signin_failures(keys=[account, place], window_start=now - FAILURE_WINDOW)
     waits = [
@@ -114,7 +114,7 @@ async def sign_in(deps: Deps, email: str, password: str, address: str) -> SignIn
     if retry_at is not None and retry_at > now:
         log.warning("staff.signin_slowed", retry_in=round((retry_at - now).total_seconds()))
         return SignIn(retry_at=retry_at)
-    user = deps.config.staff_user(email)
+    user = rt.config.staff_user(email)
     # Verified off the event loop (tens of milliseconds by design), and for an unknown e-mail
     # too, so neither the answer nor its timing tells whether the account exists.
     ok = await asyncio.to_thread(
@@ -135,13 +135,13 @@ async def sign_in(deps: Deps, email: str, password: str, address: str) -> SignIn
     return SignIn(user=user, session=session)
 
 
-async def current_user(deps: Deps, session: str | None) -> StaffUser | None:
+async def current_user(rt: Runtime, session: str | None) -> StaffUser | None:
     """The person a session cookie belongs to: signed in, not expired, still in the config."""
     if not session or len(session) > 128:
         return None
-    email = await deps.store.staff_session(token_hash=token_hash(session), now=deps.clock())
-    return deps.config.staff_user(email) if email else None
+    email = await rt.store.staff_session(token_hash=token_hash(session), now=rt.clock())
+    return rt.config.staff_user(email) if email else None
 
 
-async def sign_out(deps: Deps, session: str) -> None:
-    await deps.store.delete_staff_session(token_hash=token_hash(session), now=deps.clock())
+async def sign_out(rt: Runtime, session: str) -> None:
+    await rt.store.delete_staff_session(token_hash=token_hash(session), now=rt.clock())

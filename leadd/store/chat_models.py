@@ -1,16 +1,16 @@
-"""What the conversation store returns: frozen dataclasses built from rows, never a Record."""
+"""What the conversation, inbox and staff store parts return: frozen dataclasses built from rows,
+never a record. The lead, its timeline and its messages are the ops models (models.py:
+LeadDetail, TimelineEvent, TouchPointView, MessageView); these are what only the chat page and
+the inbox have."""
 
 from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import asyncpg
-
-Row = asyncpg.Record
+from leadd.store.models import Row
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,18 @@ def vehicle_text(value: Any) -> str | None:
         return str(value["description"]).strip()
     parts = [str(value[k]) for k in ("year", "make", "model") if value.get(k)]
     return " ".join(parts) or None
+
+
+def full_name(first: str | None, last: str | None) -> str:
+    return " ".join(p for p in (first, last) if p) or "(no name yet)"
+
+
+def message_kind(direction: str, author: str | None) -> str:
+    """Who wrote a transcript line: the customer (inbound), a person at the shop (an outbound
+    line with an author: chat_messages.author, 0006), or the automated sequence."""
+    if direction == "inbound":
+        return "customer"
+    return "staff" if author else "automation"
 
 
 @dataclass(frozen=True)
@@ -70,57 +82,13 @@ class ChatSession:
 
 
 @dataclass(frozen=True)
-class Message:
-    id: int
-    direction: str  # inbound | outbound
-    channel: str  # sms | email | web
-    author: str  # customer | automation | staff
-    staff_name: str | None
-    body: str
-    created_at: dt.datetime
-    delivery: str | None  # a staff SMS's touch-point state; None otherwise
-    delivery_error: str | None
-
-    @classmethod
-    def from_row(cls, r: Row) -> Message:
-        return cls(
-            id=r["id"],
-            direction=r["direction"],
-            channel=r["channel"],
-            author=r["author"],
-            staff_name=r["staff_name"],
-            body=r["body"],
-            created_at=r["created_at"],
-            delivery=r["delivery"],
-            delivery_error=r["delivery_error"],
-        )
-
-
-@dataclass(frozen=True)
-class LockedLead:
-    state: str
-    phone: str | None
-    location_id: str
-
-
-@dataclass(frozen=True)
-class LeadMove:
-    """A state change to apply, decided by the caller from the lifecycle rules."""
-
-    target: str
-    allowed_from: tuple[str, ...]  # the states the lead may be in for it to move
-    cause: str
-    detail: Mapping[str, Any]
-    stop_automation: str | None = None  # stop scheduled automated steps, with this reason
-
-
-@dataclass(frozen=True)
-class Move:
-    """The outcome of a state change: the state before, and whether it moved."""
+class Advance:
+    """A lead moved (or not) by what a customer or staff did: the state before, whether it
+    moved (lifecycle.can_transition), and how many automated steps stopped with it."""
 
     from_state: str
     moved: bool
-    stopped: int  # automated touch points stopped with it
+    stopped: int = 0
 
 
 @dataclass(frozen=True)
@@ -130,18 +98,11 @@ class AppointmentRequest:
     slot_end: dt.datetime
     status: str  # requested | confirmed
     created_at: dt.datetime
-    confirmed_by: str | None
+    confirmed_by: str | None  # the actor (staff:<email>)
 
     @classmethod
     def from_row(cls, r: Row) -> AppointmentRequest:
-        return cls(
-            id=r["id"],
-            slot_start=r["slot_start"],
-            slot_end=r["slot_end"],
-            status=r["status"],
-            created_at=r["created_at"],
-            confirmed_by=r["confirmed_by"],
-        )
+        return cls(**{name: r[name] for name in cls.__dataclass_fields__})
 
 
 @dataclass(frozen=True)
@@ -156,7 +117,7 @@ class ConversationSummary:
     assigned_to: str | None
     paused: bool
     last_body: str
-    last_author: str
+    last_author: str  # customer | staff | automation (message_kind)
     last_at: dt.datetime
     last_customer_at: dt.datetime | None
     unread: bool
@@ -173,7 +134,7 @@ class ConversationSummary:
             assigned_to=r["assigned_to"],
             paused=r["paused"],
             last_body=r["last_body"],
-            last_author=r["last_author"],
+            last_author=message_kind(r["last_direction"], r["last_author"]),
             last_at=r["last_at"],
             last_customer_at=r["last_customer_at"],
             unread=r["unread"],
@@ -181,108 +142,19 @@ class ConversationSummary:
         )
 
 
-def full_name(first: str | None, last: str | None) -> str:
-    return " ".join(p for p in (first, last) if p) or "(no name yet)"
-
-
 @dataclass(frozen=True)
-class Conversation:
-    """One lead as staff see it."""
+class ConversationState:
+    """The inbox's own facts about a lead's conversation (the lead itself: LeadDetail)."""
 
     lead_id: uuid.UUID
     location_id: str
-    name: str
-    first_name: str | None
-    phone: str | None
-    email: str | None
-    state: str
-    vehicle: str | None
-    services: tuple[ServiceLine, ...]
-    order_number: str | None
-    created_at: dt.datetime
-    assigned_to: str | None
-    paused_at: dt.datetime | None
-    paused_by: str | None
-    read_up_to: int
-    seen_at: dt.datetime | None
-    sms_opted_out: bool
+    assigned_to: str | None  # staff e-mail
+    read_up_to: int  # chat_messages id: customer messages after it are unread
+    seen_at: dt.datetime | None  # the customer's page last open
 
     @classmethod
-    def from_row(cls, r: Row) -> Conversation:
-        return cls(
-            lead_id=r["id"],
-            location_id=r["location_id"],
-            name=full_name(r["first_name"], r["last_name"]),
-            first_name=r["first_name"],
-            phone=r["phone"],
-            email=r["email"],
-            state=r["state"],
-            vehicle=vehicle_text(r["vehicle"]),
-            services=ServiceLine.list_from(r["services"]),
-            order_number=r["order_number"],
-            created_at=r["created_at"],
-            assigned_to=r["assigned_to"],
-            paused_at=r["paused_at"],
-            paused_by=r["paused_by"],
-            read_up_to=r["read_up_to"],
-            seen_at=r["seen_at"],
-            sms_opted_out=r["sms_opted_out"],
-        )
-
-
-@dataclass(frozen=True)
-class LeadEvent:
-    from_state: str | None
-    to_state: str
-    cause: str
-    detail: Mapping[str, Any]
-    at: dt.datetime
-
-    @classmethod
-    def from_row(cls, r: Row) -> LeadEvent:
-        detail = r["detail"] if isinstance(r["detail"], dict) else {}
-        return cls(r["from_state"], r["to_state"], r["cause"], detail, r["at"])
-
-
-@dataclass(frozen=True)
-class TouchPointLine:
-    id: int
-    step_name: str
-    channel: str
-    state: str
-    due_at: dt.datetime
-    sent_at: dt.datetime | None
-    last_error: str | None
-
-    @classmethod
-    def from_row(cls, r: Row) -> TouchPointLine:
-        return cls(
-            r["id"],
-            r["step_name"],
-            r["channel"],
-            r["state"],
-            r["due_at"],
-            r["sent_at"],
-            r["last_error"],
-        )
-
-
-@dataclass(frozen=True)
-class Timeline:
-    """What the conversation view shows besides the messages."""
-
-    messages: tuple[Message, ...]
-    events: tuple[LeadEvent, ...]
-    touch_points: tuple[TouchPointLine, ...]
-    appointments: tuple[AppointmentRequest, ...]
-
-
-@dataclass(frozen=True)
-class StaffSms:
-    """What queueing a staff SMS did: `message_id` when queued, else why not."""
-
-    message_id: int | None
-    refused: str | None  # "opted_out" | "no_phone" | None
+    def from_row(cls, r: Row) -> ConversationState:
+        return cls(**{name: r[name] for name in cls.__dataclass_fields__})
 
 
 @dataclass(frozen=True)
@@ -290,3 +162,7 @@ class SigninFailures:
     key: str
     failures: int
     last_at: dt.datetime
+
+    @classmethod
+    def from_row(cls, r: Row) -> SigninFailures:
+        return cls(r["key"], r["failures"], r["last_at"])

@@ -1,9 +1,11 @@
-"""The conversation store: the customer's chat page and the staff inbox (issue 10).
+"""The chat page's part of the store (issue 10): the link's session, the customer's thread and
+posts, booking requests, a person's reply shown on the page, and the one step every customer
+message takes (an SMS reply or a message from the page): `customer_replied`.
 
-`ConversationStore(pool, tenant_id)`: the tenant is bound once; one method per operation, with
-keyword parameters, returning frozen dataclasses from chat_models.py. Every unit of work that
-changes a lead's conversation locks the lead row first, so two writers of one lead (two
-browser tabs, an SMS arriving while the page posts, two daemons) queue instead of racing.
+Every unit of work that changes a lead's conversation locks the lead row first (ops_lock_lead,
+the lock the ops store and inbound SMS take too), so two writers of one lead (two tabs, an SMS
+arriving while the page posts, two daemons) queue instead of racing; state changes follow
+lifecycle.can_transition and write their timeline row with ops_insert_event.
 Queries: leadd/sql/conversations.sql.
 """
 
@@ -11,25 +13,18 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
-from leadd.store.chat_models import (
-    AppointmentRequest,
-    ChatSession,
-    LeadMove,
-    LockedLead,
-    Message,
-    Move,
-    StaffSms,
-)
-from leadd.store.inbox import InboxQueries
-from leadd.store.sqlbase import Conn, load_queries
-from leadd.store.staff import StaffQueries
+from leadd.lifecycle import can_transition
+from leadd.store.chat_models import Advance, AppointmentRequest, ChatSession
+from leadd.store.core import Conn, StoreCore, Tx, affected
+from leadd.store.models import MessageView
+
+REPLIED = "customer replied"
 
 
-class ConversationStore(InboxQueries, StaffQueries):
-    QUERIES = load_queries("conversations.sql")
-
+class ConversationStore(StoreCore):
     # ------------------------------------------------------------------ the chat page
 
     async def chat_session(self, *, token_hash: bytes) -> ChatSession | None:
@@ -38,22 +33,22 @@ class ConversationStore(InboxQueries, StaffQueries):
 
     async def touch_seen(self, *, lead_id: uuid.UUID, at: dt.datetime) -> None:
         """The customer's page is open now (loaded, or its live stream still connected)."""
-        await self._execute("touch_seen", lead_id, at)
+        await self._execute("chat_touch_seen", lead_id, at)
 
     async def page_closed(self, *, lead_id: uuid.UUID, open_until: dt.datetime) -> None:
         """The page's live stream ended: it counts as open no later than `open_until`."""
-        await self._execute("page_closed", lead_id, open_until)
+        await self._execute("chat_page_closed", lead_id, open_until)
 
     async def page_seen_at(self, *, lead_id: uuid.UUID) -> dt.datetime | None:
-        row = await self._fetchrow("page_seen_at", lead_id)
-        return row["seen_at"] if row else None
+        seen: dt.datetime | None = await self._fetchval("chat_page_seen_at", lead_id)
+        return seen
 
-    async def thread(
+    async def chat_thread(
         self, *, lead_id: uuid.UUID, channels: Sequence[str], limit: int = 200
-    ) -> list[Message]:
-        """The latest `limit` messages on `channels`, oldest first."""
-        rows = await self._fetch("thread", lead_id, limit, list(channels))
-        return [Message.from_row(r) for r in reversed(rows)]
+    ) -> list[MessageView]:
+        """The latest `limit` transcript lines on `channels`, oldest first."""
+        rows = await self._fetch("chat_thread", lead_id, limit, list(channels))
+        return [MessageView.from_row(r) for r in reversed(rows)]
 
     async def add_customer_message(
         self,
@@ -63,20 +58,20 @@ class ConversationStore(InboxQueries, StaffQueries):
         now: dt.datetime,
         rate_window_start: dt.datetime,
         rate_limit: int,
-        move: LeadMove,
+        detail: Mapping[str, Any],
     ) -> int | None:
-        """A message from the chat page, and what a customer's message does to the lead
-        (`move`), in one transaction. None when the link posted `rate_limit` times since
-        `rate_window_start` (nothing stored) or the lead is gone."""
-        async with self._tx() as conn:
-            if not await self._open_for_posts(conn, lead_id, rate_window_start, rate_limit):
+        """A message from the chat page and what a customer's message does to the lead
+        (`customer_replied`), in one transaction. None when the link posted `rate_limit` times
+        since `rate_window_start` (nothing stored) or the lead is gone."""
+        async with self._tx() as tx:
+            state = await self._open_for_posts(tx, lead_id, rate_window_start, rate_limit)
+            if state is None:
                 return None
-            row = await self._fetchrow(
-                "insert_web_message", lead_id, "inbound", body, None, None, now, conn=conn
+            message_id = await tx.fetchval(
+                "chat_insert_web_message", lead_id, "inbound", body, None, now
             )
-            assert row is not None
-            await self.move_lead(lead_id=lead_id, move=move, conn=conn)
-            return int(row["id"])
+            await self._replied(tx, lead_id, cause="chat.message", detail=detail, state=state)
+            return int(message_id)
 
     async def request_appointment(
         self,
@@ -88,150 +83,126 @@ class ConversationStore(InboxQueries, StaffQueries):
         now: dt.datetime,
         rate_window_start: dt.datetime,
         rate_limit: int,
-        move: LeadMove,
     ) -> int | None:
-        """A time the customer asked for (an earlier unconfirmed one is replaced), and the
-        lead's move, in one transaction; None when rate-limited or the lead is gone."""
-        async with self._tx() as conn:
-            if not await self._open_for_posts(conn, lead_id, rate_window_start, rate_limit):
+        """A time the customer asked for (an earlier unconfirmed one is replaced): the lead
+        becomes qualified where the lifecycle allows it and its automated steps stop, in one
+        transaction. None when rate-limited or the lead is gone."""
+        async with self._tx() as tx:
+            state = await self._open_for_posts(tx, lead_id, rate_window_start, rate_limit)
+            if state is None:
                 return None
-            await self._execute("replace_appointment_requests", lead_id, conn=conn)
-            row = await self._fetchrow(
-                "insert_appointment_request",
-                lead_id,
-                location_id,
-                slot_start,
-                slot_end,
-                now,
-                conn=conn,
+            await tx.execute("chat_replace_appointment_requests", lead_id)
+            request_id = await tx.fetchval(
+                "chat_insert_appointment_request", lead_id, location_id, slot_start, slot_end, now
             )
-            assert row is not None
-            await self.move_lead(lead_id=lead_id, move=move, conn=conn)
-            return int(row["id"])
+            await _advance(tx, lead_id, state, "qualified", "chat.appointment_requested",
+                           {"slot_start": slot_start.isoformat()})  # fmt: skip
+            await tx.execute("chat_stop_automation", lead_id, "customer asked for a time")
+            return int(request_id)
 
     async def _open_for_posts(
-        self, conn: Conn, lead_id: uuid.UUID, since: dt.datetime, limit: int
-    ) -> bool:
-        if await self._lock(conn, lead_id) is None:
-            return False
-        row = await self._fetchrow("recent_customer_posts", lead_id, since, conn=conn)
-        return row is not None and int(row["n"]) < limit
+        self, tx: Tx, lead_id: uuid.UUID, since: dt.datetime, limit: int
+    ) -> str | None:
+        """Lock the lead; its state when the link may post now, else None."""
+        lead = await tx.fetchrow("ops_lock_lead", lead_id)
+        if lead is None:
+            return None
+        n = await tx.fetchval("chat_recent_posts", lead_id, since)
+        return str(lead["state"]) if int(n) < limit else None
 
     async def appointment_requests(self, *, lead_id: uuid.UUID) -> list[AppointmentRequest]:
-        rows = await self._fetch("appointment_requests", lead_id)
+        rows = await self._fetch("chat_appointment_requests", lead_id)
         return [AppointmentRequest.from_row(r) for r in rows]
 
-    # ------------------------------------------------------------------ lead state
-
-    async def move_lead(
-        self, *, lead_id: uuid.UUID, move: LeadMove, conn: Conn | None = None
-    ) -> Move | None:
-        """Apply `move` if the lead is in one of `move.allowed_from`; None for no such lead.
-
-        `conn`: the transaction of a caller that already holds the lead's row lock (inbound
-        SMS still runs its own; it goes once that handler is on the store). Without it, the
-        lead is locked here."""
-        if conn is None:
-            async with self._tx() as c:
-                if await self._lock(c, lead_id) is None:
-                    return None
-                return await self.move_lead(lead_id=lead_id, move=move, conn=c)
-        row = await self._fetchrow(
-            "move_lead",
-            lead_id,
-            move.target,
-            list(move.allowed_from),
-            move.cause,
-            dict(move.detail),
-            move.stop_automation,
-            conn=conn,
-        )
-        if row is None:
-            return None
-        return Move(row["from_state"], row["moved"], int(row["stopped"]))
-
     async def confirm_appointment(
-        self,
-        *,
-        lead_id: uuid.UUID,
-        request_id: int,
-        by: str,
-        now: dt.datetime,
-        move: LeadMove,
-    ) -> Move | None:
-        """Confirm a requested time and apply `move`; None when there is no such request
-        waiting (already confirmed, replaced, or another lead's)."""
-        async with self._tx() as conn:
-            if await self._lock(conn, lead_id) is None:
-                return None
-            row = await self._fetchrow(
-                "confirm_appointment_request", lead_id, request_id, now, by, conn=conn
-            )
-            if row is None:
-                return None
-            return await self.move_lead(lead_id=lead_id, move=move, conn=conn)
-
-    async def _lock(self, conn: Conn, lead_id: uuid.UUID) -> LockedLead | None:
-        row = await self._fetchrow("lock_lead", lead_id, conn=conn)
-        return LockedLead(row["state"], row["phone"], row["location_id"]) if row else None
-
-    # ------------------------------------------------------------------ staff replies
-
-    async def add_staff_web_message(
-        self,
-        *,
-        lead_id: uuid.UUID,
-        body: str,
-        staff_email: str,
-        staff_name: str,
-        now: dt.datetime,
-    ) -> int | None:
-        """A reply shown on the customer's page (not sent anywhere)."""
-        async with self._tx() as conn:
-            if await self._lock(conn, lead_id) is None:
-                return None
-            row = await self._fetchrow(
-                "insert_web_message",
-                lead_id,
-                "outbound",
-                body,
-                staff_email,
-                staff_name,
-                now,
-                conn=conn,
-            )
-            return int(row["id"]) if row else None
-
-    async def queue_staff_sms(
-        self,
-        *,
-        lead_id: uuid.UUID,
-        body: str,
-        staff_email: str,
-        staff_name: str,
-        now: dt.datetime,
-    ) -> StaffSms | None:
-        """A reply by SMS: refused for an opted-out or missing number (nothing stored), else
-        its transcript line and a touch point due `now`. The send itself re-checks the
-        opt-out (a STOP may arrive in between). None for no such lead."""
-        async with self._tx() as conn:
-            lead = await self._lock(conn, lead_id)
+        self, *, lead_id: uuid.UUID, request_id: int, actor: str, now: dt.datetime
+    ) -> Advance | None:
+        """Staff confirm a requested time: the lead becomes appointment_set where the lifecycle
+        allows it, with a timeline row naming the actor. None when no such request waits
+        (already confirmed, replaced, another lead's)."""
+        async with self._tx() as tx:
+            lead = await tx.fetchrow("ops_lock_lead", lead_id)
             if lead is None:
                 return None
-            if not lead.phone:
-                return StaffSms(None, "no_phone")
-            opted = await self._fetchrow("sms_opted_out", lead.phone, conn=conn)
-            if opted is not None and opted["opted_out"]:
-                return StaffSms(None, "opted_out")
-            row = await self._fetchrow(
-                "queue_staff_sms",
-                lead_id,
-                lead.phone,
-                body,
-                staff_email,
-                staff_name,
-                now,
-                conn=conn,
+            slot = await tx.fetchrow(
+                "chat_confirm_appointment_request", lead_id, request_id, now, actor
             )
-            assert row is not None
-            return StaffSms(int(row["id"]), None)
+            if slot is None:
+                return None
+            return await _advance(tx, lead_id, lead["state"], "appointment_set",
+                                  "inbox.appointment_confirmed", {"request_id": request_id},
+                                  actor=actor)  # fmt: skip
+
+    # ------------------------------------------------------------------ a customer replied
+
+    async def customer_replied(
+        self,
+        *,
+        lead_id: uuid.UUID,
+        cause: str,
+        detail: Mapping[str, Any],
+        conn: Conn | None = None,
+    ) -> Advance | None:
+        """What a customer's message does, wherever it comes from: the lead is engaged (when
+        the lifecycle allows it from where it is) and its automated sequence stops, since a
+        person is talking now; a message a person at the shop queued still goes. None: no such
+        lead. `conn`: the transaction of inbound SMS, which stores the message itself (it
+        leaves it when that handler is on the store); without it, a transaction of its own."""
+        if conn is not None:
+            return await self._replied(Tx(conn, self.tenant_id), lead_id, cause=cause,
+                                       detail=detail)  # fmt: skip
+        async with self._tx() as tx:
+            return await self._replied(tx, lead_id, cause=cause, detail=detail)
+
+    async def _replied(
+        self,
+        tx: Tx,
+        lead_id: uuid.UUID,
+        *,
+        cause: str,
+        detail: Mapping[str, Any],
+        state: str | None = None,
+    ) -> Advance | None:
+        """`state`: the lead's, when the caller has locked it already."""
+        if state is None:
+            lead = await tx.fetchrow("ops_lock_lead", lead_id)
+            if lead is None:
+                return None
+            state = str(lead["state"])
+        moved = await _advance(tx, lead_id, state, "engaged", cause, detail)
+        stopped = affected(await tx.execute("chat_stop_automation", lead_id, REPLIED))
+        return Advance(moved.from_state, moved.moved, stopped)
+
+    # ------------------------------------------------------------------ staff on the page
+
+    async def add_staff_web_message(
+        self, *, lead_id: uuid.UUID, body: str, author: str, now: dt.datetime
+    ) -> int | None:
+        """A person's reply shown on the customer's open page (not sent anywhere); None for no
+        such lead."""
+        async with self._tx() as tx:
+            if await tx.fetchrow("ops_lock_lead", lead_id) is None:
+                return None
+            message_id = await tx.fetchval(
+                "chat_insert_web_message", lead_id, "outbound", body, author, now
+            )
+            return int(message_id)
+
+
+async def _advance(
+    tx: Tx,
+    lead_id: uuid.UUID,
+    current: str,
+    target: str,
+    cause: str,
+    detail: Mapping[str, Any],
+    *,
+    actor: str | None = None,
+) -> Advance:
+    """Move a lead the caller has locked from `current` to `target` if the lifecycle allows it,
+    with its timeline row (the queries OpsStore.set_state runs)."""
+    if not can_transition(current, target):
+        return Advance(current, False)
+    await tx.execute("set_lead_state", lead_id, target)
+    await tx.execute("ops_insert_event", lead_id, current, target, cause, dict(detail), actor)
+    return Advance(current, True)

@@ -1,5 +1,5 @@
 """Live updates from PostgreSQL: LISTEN on the one channel the schema's triggers NOTIFY
-(leadd/sql/0007_conversations.sql), so a change written by any daemon on this database reaches
+(leadd/sql/0010_conversations.sql), so a change written by any daemon on this database reaches
 the pages every daemon serves.
 
 One connection, held for as long as the listener runs, taken from the pool so it is set up like
@@ -21,6 +21,7 @@ import asyncpg
 
 from leadd.backoff import Backoff
 from leadd.logs import get_logger
+from leadd.store.core import StoreCore
 
 log = get_logger(__name__)
 
@@ -53,6 +54,14 @@ def parse(payload: str, tenant_id: uuid.UUID) -> LiveEvent | None:
         )
     except (ValueError, TypeError):
         return None
+
+
+class EventStore(StoreCore):
+    async def listen(
+        self, on_event: Callable[[LiveEvent | None], None], stop: asyncio.Event
+    ) -> None:
+        """This tenant's live events until `stop` is set (see `listen`)."""
+        await listen(self.pool, self.tenant_id, on_event, stop)
 
 
 async def listen(
@@ -111,7 +120,7 @@ async def _hold(
     finally:
         conn.remove_termination_listener(terminated)
         if not conn.is_closed():
-            # Back to the pool clean: the pool's reset does not UNLISTEN (leadd/db.py).
+            # Back to the pool clean: the pool's reset does not UNLISTEN (store/core.py).
             with suppress(Exception):
                 await conn.remove_listener(CHANNEL, notified)
 

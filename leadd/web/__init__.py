@@ -120,4 +120,7 @@ def create_app(daemon: Daemon) -> web.Application:
     from leadd import api  # the ops API (issue 9): off without api.tokens
 
     api.setup_routes(app, daemon.config, lambda: daemon.ops)
+    from leadd.web import pages  # the customer chat page and the staff inbox (issue 10)
+
+    pages.setup(app, lambda: daemon.runtime, daemon.db_ready)
     return app

@@ -14,10 +14,10 @@ from aiohttp import web
 
 from leadd.conversations import booking, chatpage, replies
 from leadd.conversations.chatpage import ChatPage, Gone
-from leadd.conversations.deps import Deps
+from leadd.runtime import Runtime
 from leadd.store.chat_models import ChatSession
 from leadd.web import live
-from leadd.web.pages import deps_or_none, form, not_ready, render
+from leadd.web.pages import form, not_ready, render, runtime
 
 GONE_TITLES = {404: "This link does not work", 410: "This link has expired"}
 
@@ -30,11 +30,11 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/c/{token}/events", events)
 
 
-async def _session(request: web.Request) -> tuple[Deps, ChatSession] | web.Response:
-    deps = deps_or_none(request)
-    if deps is None:
+async def _session(request: web.Request) -> tuple[Runtime, ChatSession] | web.Response:
+    rt = runtime(request)
+    if rt is None:
         return not_ready(request)
-    found = await chatpage.find_session(deps, request.match_info["token"])
+    found = await chatpage.find_session(rt, request.match_info["token"])
     if isinstance(found, Gone):
         return render(
             request,
@@ -42,20 +42,20 @@ async def _session(request: web.Request) -> tuple[Deps, ChatSession] | web.Respo
             {"title": GONE_TITLES[found.status], "status": found.status, "shop": found.shop},
             found.status,
         )
-    return deps, found
+    return rt, found
 
 
 async def page(request: web.Request) -> web.Response:
     found = await _session(request)
     if isinstance(found, web.Response):
         return found
-    deps, session = found
-    return await _render_page(request, deps, await chatpage.open_page(deps, session))
+    rt, session = found
+    return await _render_page(request, rt, await chatpage.open_page(rt, session))
 
 
 async def _render_page(
     request: web.Request,
-    deps: Deps,
+    rt: Runtime,
     view: ChatPage,
     *,
     status: int = 200,
@@ -63,18 +63,18 @@ async def _render_page(
     booking_error: str | None = None,
     draft: str = "",
 ) -> web.Response:
-    location = deps.config.location(view.session.location_id) or deps.config.locations[0]
+    location = chatpage.location_of(rt, view.session)
     context: dict[str, Any] = {
         "view": view,
         "token": request.match_info["token"],
         "tz": location.timezone,
-        "now": deps.clock(),
+        "now": rt.clock(),
         "error": error,
         "booking_error": booking_error,
         "draft": draft,
         "max_length": replies.MAX_CUSTOMER_MESSAGE,
         "days": _by_day(view.slots),
-        "link": _link(deps, request),
+        "link": _link(rt, request),
     }
     return render(request, "chat.html", context, status)
 
@@ -92,33 +92,33 @@ async def thread(request: web.Request) -> web.Response:
     found = await _session(request)
     if isinstance(found, web.Response):
         return found
-    deps, session = found
-    view = await chatpage.open_page(deps, session, seen=False)
-    location = deps.config.location(session.location_id) or deps.config.locations[0]
-    context = {"view": view, "tz": location.timezone, "link": _link(deps, request)}
+    rt, session = found
+    view = await chatpage.open_page(rt, session, seen=False)
+    location = chatpage.location_of(rt, session)
+    context = {"view": view, "tz": location.timezone, "link": _link(rt, request)}
     return render(request, "chat_live.html", context)
 
 
-def _link(deps: Deps, request: web.Request) -> str:
+def _link(rt: Runtime, request: web.Request) -> str:
     """This page's address as messages carry it: shown as "(this page)" on the page."""
-    return f"{deps.config.chat.base_url}/{request.match_info['token']}"
+    return f"{rt.config.chat.base_url}/{request.match_info['token']}"
 
 
 async def post_message(request: web.Request) -> web.Response:
     found = await _session(request)
     if isinstance(found, web.Response):
         return found
-    deps, session = found
+    rt, session = found
     text = (await form(request)).get("body", "")
     try:
-        await replies.post_customer_message(deps, session, text)
+        await replies.post_customer_message(rt, session, text)
     except replies.BadMessage as exc:
-        view = await chatpage.open_page(deps, session)
-        return await _render_page(request, deps, view, status=400, error=str(exc), draft=text)
+        view = await chatpage.open_page(rt, session)
+        return await _render_page(request, rt, view, status=400, error=str(exc), draft=text)
     except replies.RateLimited:
-        view = await chatpage.open_page(deps, session)
+        view = await chatpage.open_page(rt, session)
         error = "You are sending messages quickly. Wait a minute, then send again."
-        return await _render_page(request, deps, view, status=429, error=error, draft=text)
+        return await _render_page(request, rt, view, status=429, error=error, draft=text)
     raise web.HTTPSeeOther(f"/c/{request.match_info['token']}#latest")
 
 
@@ -126,22 +126,22 @@ async def post_appointment(request: web.Request) -> web.Response:
     found = await _session(request)
     if isinstance(found, web.Response):
         return found
-    deps, session = found
+    rt, session = found
     value = (await form(request)).get("slot", "")
     try:
-        await booking.request_appointment(deps, session, value)
+        await booking.request_appointment(rt, session, value)
     except booking.UnknownSlot:
-        view = await chatpage.open_page(deps, session)
+        view = await chatpage.open_page(rt, session)
         error = (
             "Please pick one of the times listed."
             if not value
             else ("That time is no longer available. Please pick another.")
         )
-        return await _render_page(request, deps, view, status=400, booking_error=error)
+        return await _render_page(request, rt, view, status=400, booking_error=error)
     except replies.RateLimited:
-        view = await chatpage.open_page(deps, session)
+        view = await chatpage.open_page(rt, session)
         error = "Too many requests at once. Wait a minute, then try again."
-        return await _render_page(request, deps, view, status=429, booking_error=error)
+        return await _render_page(request, rt, view, status=429, booking_error=error)
     raise web.HTTPSeeOther(f"/c/{request.match_info['token']}#booking")
 
 
@@ -150,18 +150,15 @@ async def events(request: web.Request) -> web.StreamResponse:
     found = await _session(request)
     if isinstance(found, web.Response):
         return found
-    deps, session = found
-    await deps.store.touch_seen(lead_id=session.lead_id, at=deps.clock())
+    rt, session = found
+    await chatpage.still_open(rt, session)
 
     async def still_open() -> bool:
-        if session.expires_at <= deps.clock():
-            return False
-        await deps.store.touch_seen(lead_id=session.lead_id, at=deps.clock())
-        return True
+        return await chatpage.still_open(rt, session)
 
     response = await live.stream(
         request, live.for_lead(session.lead_id), customer=True, on_tick=still_open
     )
     if not request.app[live.HUB].closing:  # not our shutdown: the page went away
-        await chatpage.page_closed(deps, session)
+        await chatpage.page_closed(rt, session)
     return response

@@ -18,16 +18,17 @@ from contextlib import contextmanager, suppress
 from aiohttp import web
 
 from leadd.logs import get_logger
-from leadd.store import events
 from leadd.store.events import LiveEvent
-from leadd.web.pages import SOURCE
+from leadd.web.pages import runtime_when_ready
 
 log = get_logger(__name__)
 
 HUB: web.AppKey[Hub] = web.AppKey("live_hub")
 TICK = 25.0  # seconds between keep-alive comments (and the stream's own checks)
 QUEUE_SIZE = 64
-CUSTOMER_KINDS = frozenset({"message", "state", "appointment", "delivery"})
+# What the customer's page shows changes with these; 'conversation' (read markers, owners, a
+# pause) and 'delivery' (a staff SMS on its way: the page shows it once sent) are staff's.
+CUSTOMER_KINDS = frozenset({"message", "state", "appointment"})
 _CLOSE = object()
 
 
@@ -90,17 +91,16 @@ async def _listener(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _listen(app: web.Application, stop: asyncio.Event) -> None:
-    ready = asyncio.ensure_future(app[SOURCE].wait())
+    ready = asyncio.ensure_future(runtime_when_ready(app))
     stopping = asyncio.ensure_future(stop.wait())
     await asyncio.wait({ready, stopping}, return_when=asyncio.FIRST_COMPLETED)
     stopping.cancel()
     if not ready.done():
         ready.cancel()
         return
-    deps = ready.result()
-    if deps is not None:
-        hub = app[HUB]
-        await events.listen(deps.store.pool, deps.config.tenant.id, hub.publish, stop)
+    rt = ready.result()
+    if rt is not None:
+        await rt.store.listen(app[HUB].publish, stop)
 
 
 async def _close_streams(app: web.Application) -> None:

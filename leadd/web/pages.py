@@ -1,8 +1,9 @@
 """What the HTML pages share: Jinja2 templates (autoescaped), static files with cache headers,
-security headers (a strict Content-Security-Policy), the services' dependencies, error pages.
+security headers (a strict Content-Security-Policy), the runtime accessor, error pages.
 
-`setup(app, source)` adds the customer chat page (chat.py), the staff inbox (inbox.py) and
-their live updates (live.py) to the app.
+`setup(app, provider, ready)` adds the customer chat page (chat.py), the staff inbox (inbox.py)
+and their live updates (live.py) to the app. Their handlers reach what they need through
+`runtime(request)` only (None until the database is ready: 503).
 """
 
 from __future__ import annotations
@@ -14,21 +15,20 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import parse_qsl
 from zoneinfo import ZoneInfo
 
 import aiohttp_jinja2
-import asyncpg
 import jinja2
 from aiohttp import web
 
-from leadd.config import Config
-from leadd.conversations.deps import Deps
-from leadd.store.conversations import ConversationStore
+from leadd.operations import OpsDeps
+from leadd.runtime import Runtime
 from leadd.templates import format_money
 
-SOURCE: web.AppKey[DepsSource] = web.AppKey("conversation_deps")
+RUNTIME: web.AppKey[Callable[[], Runtime | None]] = web.AppKey("pages_runtime")
+READY: web.AppKey[asyncio.Event] = web.AppKey("pages_ready")
 STATIC: web.AppKey[dict[str, StaticFile]] = web.AppKey("static_files")
 PAGE_PREFIXES = ("/c/", "/inbox", "/static/")
 CSP = (
@@ -39,44 +39,6 @@ STATIC_TYPES = {".css": "text/css", ".js": "text/javascript"}
 MAX_FORM_FIELDS = 20
 
 
-class _Database(Protocol):
-    @property
-    def pool(self) -> asyncpg.Pool: ...
-
-
-class DepsSource:
-    """The services' dependencies once the database is ready (None before: pages answer 503)."""
-
-    def __init__(
-        self,
-        *,
-        config: Config,
-        database: Callable[[], _Database | None],
-        ready: asyncio.Event,
-        wake: Callable[[], None],
-        clock: Callable[[], dt.datetime] | None = None,
-    ) -> None:
-        self.config = config
-        self._database = database
-        self._ready = ready
-        self._wake = wake
-        self._clock = clock or (lambda: dt.datetime.now(dt.UTC))
-        self._deps: Deps | None = None
-
-    def get(self) -> Deps | None:
-        db = self._database()
-        if db is None:
-            return None
-        if self._deps is None or self._deps.store.pool is not db.pool:
-            store = ConversationStore(db.pool, self.config.tenant.id)
-            self._deps = Deps(config=self.config, store=store, clock=self._clock, wake=self._wake)
-        return self._deps
-
-    async def wait(self) -> Deps | None:
-        await self._ready.wait()
-        return self.get()
-
-
 @dataclass(frozen=True)
 class StaticFile:
     body: bytes
@@ -84,10 +46,15 @@ class StaticFile:
     version: str  # content hash: a URL with it never changes meaning, so it caches forever
 
 
-def setup(app: web.Application, source: DepsSource) -> None:
+def setup(
+    app: web.Application, provider: Callable[[], Runtime | None], ready: asyncio.Event
+) -> None:
+    """`provider`: the daemon's Runtime once the database is ready (None before); `ready`: set
+    then (the live listener waits for it)."""
     from leadd.web import chat, inbox, live
 
-    app[SOURCE] = source
+    app[RUNTIME] = provider
+    app[READY] = ready
     app[STATIC] = _load_static()
     env = aiohttp_jinja2.setup(
         app,
@@ -148,8 +115,21 @@ async def _security_headers(request: web.Request, response: web.StreamResponse) 
     h.setdefault("Cache-Control", "no-store")  # pages carry personal data
 
 
-def deps_or_none(request: web.Request) -> Deps | None:
-    return request.app[SOURCE].get()
+def runtime(request: web.Request) -> Runtime | None:
+    """What the pages' handlers need (config, store, clock, wake-up): the one place they get
+    it. None until the database is ready."""
+    return request.app[RUNTIME]()
+
+
+async def runtime_when_ready(app: web.Application) -> Runtime | None:
+    """For the app's own tasks (the live listener): the Runtime once the database is ready."""
+    await app[READY].wait()
+    return app[RUNTIME]()
+
+
+def ops_deps(rt: Runtime) -> OpsDeps:
+    """The ops use cases' dependencies (pause, resume, state changes), from the Runtime."""
+    return OpsDeps(config=rt.config, store=rt.store, clock=rt.clock, wake=rt.wake)
 
 
 def render(

@@ -1,5 +1,5 @@
 """Pure parts of the conversation services: chat link tokens, booking slots, the sign-in
-slowdown, message checks, inbox search patterns, the staff config section, hash-password."""
+slowdown, message checks, inbox search, the staff config section, hash-password."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from leadd import chatlinks as links
 from leadd import config as configmod
 from leadd.conversations import booking, inbox, replies, staff
 from leadd.store.events import parse
+from leadd.store.models import LeadSearch
 from tests.conftest import ROOT, base_config
 
 CHICAGO = ZoneInfo("America/Chicago")
@@ -154,11 +155,17 @@ def test_clean_message_refuses_empty_oversized_and_unstorable(text: str) -> None
         replies.clean_message(text, 100)
 
 
-def test_search_patterns_escape_like_wildcards_and_match_phone_digits() -> None:
-    assert inbox.search_patterns("") == (None, None)
-    assert inbox.search_patterns(" Jamie ") == ("%Jamie%", None)
-    assert inbox.search_patterns("50%_off\\") == ("%50\\%\\_off\\\\%", None)
-    assert inbox.search_patterns("(312) 555-0123") == ("%(312) 555-0123%", "%3125550123%")
+def test_inbox_search_is_the_ops_lead_search_and_drops_what_text_cannot_hold() -> None:
+    """The inbox searches as the ops lead list does (LeadSearch.of): LIKE wildcards are plain
+    characters (strpos), a phone matches in E.164 and by its digits."""
+    assert inbox.search("", "US") is None and inbox.search("  \x00 ", "US") is None
+    assert inbox.search(" Jamie ", "US") == LeadSearch("jamie")
+    assert inbox.search("50%_off", "US") == LeadSearch("50%_off")
+    assert inbox.search("(312) 555-0123", "US") == LeadSearch(
+        "(312) 555-0123", phone="+13125550123", digits="3125550123"
+    )
+    assert inbox.search("Ja\x00mie\ud800", "US") == LeadSearch("jamie")
+    assert inbox.search("x" * 500, "US") == LeadSearch("x" * inbox.MAX_QUERY)
 
 
 def test_notify_payloads_of_another_tenant_or_malformed_are_ignored() -> None:
@@ -281,4 +288,4 @@ def test_without_a_link_the_built_in_email_does_not_end_in_an_empty_chat_with_us
     out = _render_builtin(None)
     for text in out.values():
         assert "chat with us" not in text.lower() and "book a time" not in text
-    assert out["estimate_email"].rstrip().endswith("Call us at +15125550100.")
+    assert out["estimate_email"].rstrip().endswith("Questions? Call us at +15125550100.")
