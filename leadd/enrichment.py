@@ -318,17 +318,16 @@ async def _save(
         chatlinks.session_hash(cfg, row["id"]),
         cfg.leads.dedupe_window,
     )
+    link_ttl = cfg.chat.link_ttl  # chat (issue 10): $15, how long the chat link works
     # The save is what releases the lead's touch points (status leaves 'pending'), so the
     # decisions that must stop them (demo filter, dedupe) commit with it, never after.
     if cfg.demo_mode and (phone or email) and not leads.is_test_contact(phone, email):
         async with db.transaction() as conn:
-            await conn.execute(
-                Q["save_enrichment"], db.tenant_id, *args, False, cfg.chat.link_ttl  # chat: $15
-            )
+            await conn.execute(Q["save_enrichment"], db.tenant_id, *args, False, link_ttl)
             await leads.advance(db, row["id"], "lost", "demo_mode.filtered", conn=conn)
         log.info("lead.demo_filtered", lead_id=str(row["id"]))
         return
     dedupe = bool(phone or email) and row["attached_to"] is None
-    saved = await db.fetchrow("save_enrichment", *args, dedupe, cfg.chat.link_ttl)  # chat: $15
+    saved = await db.fetchrow("save_enrichment", *args, dedupe, link_ttl)
     if saved is not None and saved["attached_to"] is not None:
         log.info("lead.attached", lead_id=str(row["id"]), attached_to=str(saved["attached_to"]))

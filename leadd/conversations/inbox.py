@@ -95,9 +95,7 @@ async def list_conversations(
 ) -> list[ConversationSummary]:
     """The list, of one location when `location` names one the person may see."""
     locations = (location,) if location and user.sees(location) else user.visible
-    return await rt.store.inbox(
-        locations=locations, q=search(q, rt.config.leads.default_region)
-    )
+    return await rt.store.inbox(locations=locations, q=search(q, rt.config.leads.default_region))
 
 
 async def find(rt: Runtime, user: StaffUser, lead_id: uuid.UUID) -> ConversationState | None:
@@ -145,4 +143,3 @@ async def assign_to_me(rt: Runtime, user: StaffUser, lead_id: uuid.UUID) -> bool
     await rt.store.assign(lead_id=lead_id, to=user.email)
     log.info("inbox.assigned", lead_id=str(lead_id))
     return True
-

@@ -5,6 +5,7 @@ pause/resume."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 import uuid
@@ -74,9 +75,7 @@ async def test_nothing_in_the_inbox_without_signing_in(inbox: Setup) -> None:
     # A session cookie that is not one: the same.
     c.session.cookie_jar.update_cookies({"leadd_staff": "forged"})
     assert (await c.get("/inbox"))[0] == 303
-    assert (
-        await _rows(inbox.url, "SELECT id FROM chat_messages WHERE staff_email IS NOT NULL") == []
-    )
+    assert await _rows(inbox.url, "SELECT id FROM chat_messages WHERE author IS NOT NULL") == []
     [state] = await _rows(inbox.url, "SELECT state FROM leads")
     assert state == ("contacted",)
 
@@ -164,9 +163,7 @@ async def test_an_agent_cannot_see_or_act_on_another_locations_conversation(
     assert (await c.get(f"/inbox/leads/{uuid.uuid4()}"))[0] == 404
     assert (await c.get("/inbox/leads/not-a-uuid"))[0] == 404
     assert await _rows(inbox.url, "SELECT * FROM conversations") == []
-    assert (
-        await _rows(inbox.url, "SELECT id FROM chat_messages WHERE staff_email IS NOT NULL") == []
-    )
+    assert await _rows(inbox.url, "SELECT id FROM chat_messages WHERE author IS NOT NULL") == []
     # Asking for the other location's list shows the agent's own (nothing leaks).
     _, page, _ = await c.get("/inbox", params={"location": "uptown"})
     assert "Ursula" not in page and "Jamie" in page and 'id="location"' not in page
@@ -191,6 +188,8 @@ async def _count(url: str, n: int) -> bool:
 async def test_reply_with_the_page_closed_goes_as_one_sms_and_never_to_an_opted_out_number(
     inbox: Setup, twilio: FakeTwilio
 ) -> None:
+    """The ops staff-message path: a kind='staff' touch point with the body and the person as
+    author, sent by the send loop; its one transcript line is the sent SMS (with its sid)."""
     c = inbox.client
     await c.sign_in(AGENT)
     csrf = await c.csrf(f"/inbox/leads/{inbox.lead}")
@@ -201,18 +200,18 @@ async def test_reply_with_the_page_closed_goes_as_one_sms_and_never_to_an_opted_
     await wait_for(lambda: len(twilio.messages) == 2)
     sms = twilio.messages[1]
     assert (sms["to"], sms["body"]) == (PHONE, "We can fit you in at 3.")
-    [line] = await sql(inbox.url, "SELECT * FROM chat_messages WHERE staff_email IS NOT NULL")
-    assert (line["author"], line["channel"], line["staff_email"], line["staff_name"]) == (
-        "staff",
-        "sms",
-        AGENT,
-        "Alex",
-    )
     await wait_for(lambda: _provider_id(inbox.url, sms["sid"]))  # one line, with its sid
-    [tp] = await sql(inbox.url, "SELECT * FROM touch_points WHERE preset_body IS NOT NULL")
-    assert tp["state"] == "sent" and tp["chat_message_id"] == line["id"]
+    [line] = await sql(inbox.url, "SELECT * FROM chat_messages WHERE author IS NOT NULL")
+    assert (line["author"], line["channel"], line["body"]) == (
+        f"staff:{AGENT}",
+        "sms",
+        "We can fit you in at 3.",
+    )
+    [tp] = await sql(inbox.url, "SELECT * FROM touch_points WHERE kind = 'staff'")
+    assert (tp["state"], tp["author"], tp["provider_id"]) == ("sent", f"staff:{AGENT}", sms["sid"])
     _, page, _ = await c.get(f"/inbox/leads/{inbox.lead}")
-    assert "We can fit you in at 3." in page and "Sent by text message." not in page
+    assert page.count("We can fit you in at 3.") == 1 and "Alex Kim" in page
+    assert "Sent by text message." not in page
 
     # Opted out: refused, nothing stored, nothing sent.
     await sql(
@@ -225,9 +224,8 @@ async def test_reply_with_the_page_closed_goes_as_one_sms_and_never_to_an_opted_
         f"/inbox/leads/{inbox.lead}/reply", {"body": "Still there?", "csrf": csrf}
     )
     assert status == 409 and "opted out" in page and "Still there?" in page  # draft kept
-    assert (
-        len(await sql(inbox.url, "SELECT id FROM chat_messages WHERE staff_email IS NOT NULL")) == 1
-    )
+    assert len(await sql(inbox.url, "SELECT id FROM touch_points WHERE kind = 'staff'")) == 1
+    assert len(await sql(inbox.url, "SELECT id FROM chat_messages WHERE author IS NOT NULL")) == 1
     await touchpoints.run_once(inbox.daemon)
     assert len(twilio.messages) == 2
 
@@ -241,22 +239,18 @@ async def test_a_stop_arriving_after_a_reply_was_queued_stops_it_at_the_gate(
     inbox: Setup, twilio: FakeTwilio
 ) -> None:
     """The queued staff SMS goes through the send gate: an opt-out recorded between queueing
-    and sending cancels it."""
-    deps_store = inbox.daemon  # the store, as the inbox service uses it
-    from leadd.store.conversations import ConversationStore
-
-    assert deps_store.db is not None
-    store = ConversationStore(deps_store.db.pool, inbox.daemon.config.tenant.id)
-    import datetime as dt
-
-    queued = await store.queue_staff_sms(
-        lead_id=uuid.UUID(inbox.lead),
-        body="On our way",
-        staff_email=AGENT,
-        staff_name="Alex",
+    and sending cancels it, and the inbox shows it as not sent (one line, no transcript)."""
+    store = inbox.daemon.db
+    assert store is not None
+    queued = await store.add_staff_message(
+        uuid.UUID(inbox.lead), body="On our way", author=f"staff:{AGENT}",
         now=dt.datetime.now(dt.UTC),
-    )
-    assert queued is not None and queued.message_id is not None
+    )  # fmt: skip
+    assert queued is not None and queued.touch_point_id is not None
+    c = inbox.client
+    await c.sign_in(AGENT)
+    _, page, _ = await c.get(f"/inbox/leads/{inbox.lead}")
+    assert "On our way" in page and "sending…" in page  # queued: shown at once
     await sql(
         inbox.url,
         "INSERT INTO contact_optouts VALUES ($1, 'sms', $2, 'keyword')",
@@ -265,12 +259,11 @@ async def test_a_stop_arriving_after_a_reply_was_queued_stops_it_at_the_gate(
     )
     await touchpoints.run_once(inbox.daemon)
     assert len(twilio.messages) == 1  # the first SMS only
-    [tp] = await sql(inbox.url, "SELECT * FROM touch_points WHERE preset_body IS NOT NULL")
+    [tp] = await sql(inbox.url, "SELECT * FROM touch_points WHERE kind = 'staff'")
     assert (tp["state"], tp["last_error"]) == ("cancelled", "sms opted out")
-    c = inbox.client
-    await c.sign_in(AGENT)
+    assert await sql(inbox.url, "SELECT id FROM chat_messages WHERE author IS NOT NULL") == []
     _, page, _ = await c.get(f"/inbox/leads/{inbox.lead}")
-    assert "not sent: sms opted out" in page
+    assert page.count("On our way") == 1 and "not sent: sms opted out" in page
 
 
 async def test_reply_while_the_page_is_open_shows_there_and_sends_no_sms(
@@ -285,15 +278,17 @@ async def test_reply_while_the_page_is_open_shows_there_and_sends_no_sms(
         f"/inbox/leads/{inbox.lead}/reply", {"body": "Hello <b>Jamie</b>", "csrf": csrf}
     )
     assert status == 303 and "sent=web" in headers["Location"]
-    [line] = await sql(inbox.url, "SELECT * FROM chat_messages WHERE staff_email IS NOT NULL")
-    assert (line["channel"], line["author"], line["staff_name"]) == ("web", "staff", "Max")
+    [line] = await sql(inbox.url, "SELECT * FROM chat_messages WHERE author IS NOT NULL")
+    assert (line["channel"], line["author"]) == ("web", f"staff:{MANAGER}")
     _, page, _ = await c.get(inbox.path + "/thread")
     assert "Max · Acme Auto Care Downtown" in page and "Hello &lt;b&gt;Jamie&lt;/b&gt;" in page
     assert len(twilio.messages) == 1
-    assert await sql(inbox.url, "SELECT * FROM touch_points WHERE preset_body IS NOT NULL") == []
+    assert await sql(inbox.url, "SELECT * FROM touch_points WHERE kind = 'staff'") == []
 
 
 async def test_state_actions_follow_the_lifecycle_and_record_who_and_why(inbox: Setup) -> None:
+    """The ops use case set_state: the lifecycle's rule, the reason and the person as actor on
+    the timeline; a terminal state cancels the automated steps (and has nothing to pause)."""
     c = inbox.client
     await c.sign_in(AGENT)
     lead = inbox.lead
@@ -302,25 +297,28 @@ async def test_state_actions_follow_the_lifecycle_and_record_who_and_why(inbox: 
     status, page, _ = await post("state", {"state": "lost"})
     assert status == 400 and "say why" in page
     status, page, _ = await post("state", {"state": "engaged"})
-    assert status == 400
+    assert status == 400 and "expected one of" in page
     assert (await post("state", {"state": "qualified"}))[0] == 303
     status, page, _ = await post("state", {"state": "qualified"})
-    assert status == 409 and "The lead is qualified" in page
+    assert status == 409 and "Lead is qualified" in page
     assert (await post("state", {"state": "lost", "reason": "bought elsewhere"}))[0] == 303
-    events = await sql(
-        inbox.url, "SELECT * FROM lead_events WHERE cause = 'staff.state' ORDER BY id"
-    )
-    assert [(e["from_state"], e["to_state"]) for e in events] == [
-        ("contacted", "qualified"),
-        ("qualified", "lost"),
+    events = await sql(inbox.url, "SELECT * FROM lead_events WHERE cause = 'ops.state' ORDER BY id")
+    assert [(e["from_state"], e["to_state"], e["actor"]) for e in events] == [
+        ("contacted", "qualified", f"staff:{AGENT}"),
+        ("qualified", "lost", f"staff:{AGENT}"),
     ]
-    assert json.loads(events[1]["detail"]) == {"by": AGENT, "reason": "bought elsewhere"}
+    assert json.loads(events[0]["detail"]) == {"reason": "set in the inbox"}
+    assert json.loads(events[1]["detail"]) == {"reason": "bought elsewhere"}
     [later] = await sql(
         inbox.url, "SELECT state, last_error FROM touch_points WHERE step_index = 1"
     )
     assert (later["state"], later["last_error"]) == ("cancelled", "lead lost")
     status, page, _ = await post("state", {"state": "completed"})
-    assert status == 409 and "The lead is lost" in page
+    assert status == 409 and "Lead is lost" in page
+    status, page, _ = await post("pause", {})
+    assert status == 409 and "no sequence to pause" in page
+    _, page, _ = await c.get(f"/inbox/leads/{lead}")
+    assert "bought elsewhere" in page and "Alex Kim" in page  # the history names the actor
 
 
 async def test_confirming_a_requested_time_sets_the_appointment(inbox: Setup) -> None:
@@ -339,7 +337,7 @@ async def test_confirming_a_requested_time_sets_the_appointment(inbox: Setup) ->
     assert status == 303
     assert await _rows(inbox.url, "SELECT state FROM leads") == [("appointment_set",)]
     assert await _rows(inbox.url, "SELECT status, confirmed_by FROM appointment_requests") == [
-        ("confirmed", AGENT)
+        ("confirmed", f"staff:{AGENT}")
     ]
     status, page, _ = await c.post(confirm, {"csrf": csrf_of(page)})  # twice: nothing waits
     assert status == 409
@@ -350,31 +348,39 @@ async def test_confirming_a_requested_time_sets_the_appointment(inbox: Setup) ->
 async def test_pause_stops_the_sequence_and_resume_restarts_from_the_next_step(
     inbox: Setup,
 ) -> None:
+    """The ops use cases pause and resume (leads.paused_at), with the person as actor: a step
+    that came due while paused is skipped on resume, not sent late."""
     c = inbox.client
     await c.sign_in(AGENT)
     lead = inbox.lead
     csrf = await c.csrf(f"/inbox/leads/{lead}")
     assert (await c.post(f"/inbox/leads/{lead}/pause", {"csrf": csrf}))[0] == 303
+    paused = "SELECT paused_at IS NOT NULL FROM leads"
     step = "SELECT state, last_error FROM touch_points WHERE step_index = 1"
-    assert await _rows(inbox.url, step) == [("cancelled", "paused")]
+    assert await _rows(inbox.url, paused) == [(True,)]
+    assert await _rows(inbox.url, step) == [("scheduled", None)]  # held by the claim, kept
     _, page, _ = await c.get(f"/inbox/leads/{lead}")
-    assert "Resume automated messages" in page and "paused by agent@acme.example" in page
+    assert "Resume automated messages" in page and "paused by Alex Kim" in page
     assert (await c.post(f"/inbox/leads/{lead}/resume", {"csrf": csrf}))[0] == 303
+    assert await _rows(inbox.url, paused) == [(False,)]
     assert await _rows(inbox.url, step) == [("scheduled", None)]
-    # A step that fell due while paused is skipped on resume, not sent late.
     await c.post(f"/inbox/leads/{lead}/pause", {"csrf": csrf})
     await sql(
         inbox.url,
-        "UPDATE touch_points SET due_at = now() - interval '1 minute' WHERE step_index = 1",
+        "UPDATE touch_points SET due_at = (SELECT paused_at FROM leads) + interval '1 ms' "
+        "WHERE step_index = 1",
     )
     await c.post(f"/inbox/leads/{lead}/resume", {"csrf": csrf})
-    assert await _rows(inbox.url, step) == [("skipped", "fell due while paused")]
+    assert await _rows(inbox.url, step) == [("skipped", "came due while the lead was paused")]
     assert (await c.post(f"/inbox/leads/{lead}/assign", {"csrf": csrf}))[0] == 303
     assert await _rows(inbox.url, "SELECT assigned_to FROM conversations") == [(AGENT,)]
     causes = await _rows(
-        inbox.url, "SELECT cause FROM lead_events WHERE cause LIKE 'staff.%' ORDER BY id"
+        inbox.url, "SELECT cause, actor FROM lead_events WHERE cause LIKE 'ops.%' ORDER BY id"
     )
-    assert causes == [("staff.paused",), ("staff.resumed",), ("staff.paused",), ("staff.resumed",)]
+    me = f"staff:{AGENT}"
+    assert causes == [
+        ("ops.paused", me), ("ops.resumed", me), ("ops.paused", me), ("ops.resumed", me)
+    ]  # fmt: skip
 
 
 async def test_list_is_unread_first_and_searchable_by_name_and_phone(

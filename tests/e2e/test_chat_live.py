@@ -164,9 +164,10 @@ async def test_a_lost_listen_connection_reconnects_and_asks_pages_to_refetch(
 async def test_the_automated_send_path_notifies_nothing_people_and_state_changes_do(
     database_url: str,
 ) -> None:
-    """A NOTIFY serialises commits, so the transcript of an automated send and the first send's
-    new -> contacted are silent; a customer's or staff message and other state changes are
-    heard, with no personal data in the payload."""
+    """A NOTIFY serialises commits, so the transcript of an automated send, the first send's
+    new -> contacted and the automated touch points are silent; a customer's or a person's
+    message, a staff SMS queued or moving, other state changes and a pause are heard, with no
+    personal data in the payload."""
     import asyncio
     import uuid
 
@@ -191,16 +192,27 @@ async def test_the_automated_send_path_notifies_nothing_people_and_state_changes
             tenant,
         )
         message = (
-            "INSERT INTO chat_messages (tenant_id, lead_id, direction, channel, body, staff_email)"
+            "INSERT INTO chat_messages (tenant_id, lead_id, direction, channel, body, author)"
             " VALUES ($1, $2, $3, 'sms', 'Jamie says hi', $4)"
+        )
+        step = (
+            "INSERT INTO touch_points (tenant_id, lead_id, sequence, step_index, step_name, "
+            "channel, due_at, kind, body, author) VALUES ($1, $2, $3, $4, 's', 'sms', now(), "
+            "$3, $5, $6)"
         )
         await writer.execute(message, tenant, lead, "outbound", None)  # automated: silent
         await writer.execute("UPDATE leads SET state = 'contacted' WHERE id = $1", lead)  # silent
+        await writer.execute(step, tenant, lead, "sequence", 0, None, None)  # silent
         await writer.execute(message, tenant, lead, "inbound", None)
         await writer.execute("UPDATE leads SET state = 'engaged' WHERE id = $1", lead)
-        await writer.execute(message, tenant, lead, "outbound", "alex@acme.example")
-        got = [json.loads(await asyncio.wait_for(heard.get(), 5)) for _ in range(3)]
-        assert [g["kind"] for g in got] == ["message", "state", "message"]
+        await writer.execute(message, tenant, lead, "outbound", "staff:alex@acme.example")
+        await writer.execute(step, tenant, lead, "staff", 0, "On my way", "ops-bot")
+        await writer.execute("UPDATE leads SET paused_at = now() WHERE id = $1", lead)
+        await writer.execute("UPDATE touch_points SET state = 'sending' WHERE kind = 'staff'")
+        got = [json.loads(await asyncio.wait_for(heard.get(), 5)) for _ in range(6)]
+        assert [g["kind"] for g in got] == [
+            "message", "state", "message", "delivery", "conversation", "delivery"
+        ]  # fmt: skip
         for g in got:
             assert g == {
                 "tenant": str(tenant),

@@ -97,7 +97,8 @@ async def test_a_message_is_stored_as_the_customers_engages_the_lead_and_stops_t
     status, _, headers = await client.post(path + "/messages", {"body": "  Is Tuesday OK?  "})
     assert status == 303 and headers["Location"] == f"{path}#latest"
     [msg] = await sql(database_url, "SELECT * FROM chat_messages WHERE direction = 'inbound'")
-    assert (msg["author"], msg["channel"], msg["body"]) == ("customer", "web", "Is Tuesday OK?")
+    # The customer's own line: inbound, no author (authors are people at the shop, 0006).
+    assert (msg["author"], msg["channel"], msg["body"]) == (None, "web", "Is Tuesday OK?")
     assert msg["address"] is None and msg["session_id"] is not None
     [lead] = await sql(database_url, "SELECT state FROM leads")
     assert lead["state"] == "engaged"

@@ -78,8 +78,8 @@ async def test_webhook_to_first_sms_under_one_second(
         assert attempt["provider"] == "twilio" and attempt["http_status"] == 201
         assert attempt["provider_id"] == msg["sid"] and attempt["latency_ms"] > 0
         assert attempt["dry_run"] is False and attempt["outcome"] == "sent"
-        [session] = await sql(database_url, "SELECT token, token_hash FROM chat_sessions")
-        assert session["token"] is None and len(session["token_hash"]) == 32  # sha256 only
+        [session] = await sql(database_url, "SELECT * FROM chat_sessions")
+        assert "token" not in session and len(session["token_hash"]) == 32  # sha256 only
         assert len(twilio.messages) == 1
 
 
@@ -173,9 +173,9 @@ async def test_three_step_sequence_across_controlled_time(
             daemon.config.chat.secret, daemon.config.tenant.id, uuid.UUID(lead_id)
         )
         [session] = await sql(
-            database_url, "SELECT token, token_hash, unsubscribe_token FROM chat_sessions"
+            database_url, "SELECT token_hash, unsubscribe_token FROM chat_sessions"
         )
-        assert session["token"] is None and session["token_hash"] == links.token_hash(token)
+        assert session["token_hash"] == links.token_hash(token)
         unsubscribe = f"https://leads.example.com/unsubscribe/{session['unsubscribe_token']}"
         assert token not in unsubscribe
         assert "for your 2016 Honda Civic: Oil change ($49.99) (total $49.99)" in text

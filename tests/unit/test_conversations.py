@@ -17,9 +17,9 @@ from argon2 import PasswordHasher
 
 from leadd import chatlinks as links
 from leadd import config as configmod
-from leadd.conversations import booking, inbox, replies, staff
+from leadd.conversations import booking, inbox, replies, staff, thread
 from leadd.store.events import parse
-from leadd.store.models import LeadSearch
+from leadd.store.models import LeadSearch, MessageView, TouchPointView
 from tests.conftest import ROOT, base_config
 
 CHICAGO = ZoneInfo("America/Chicago")
@@ -180,6 +180,60 @@ def test_notify_payloads_of_another_tenant_or_malformed_are_ignored() -> None:
     assert parse(good, uuid.uuid4()) is None
     for bad in ("", "[]", "{}", '{"tenant": "nope"}', f'{{"tenant": "{TENANT}", "lead": 5}}'):
         assert parse(bad, TENANT) is None
+
+
+# --------------------------------------------------------------------------- thread lines
+
+T = dt.datetime(2026, 3, 2, 15, 0, tzinfo=dt.UTC)
+
+
+def message(id_: int, direction: str, body: str, author: str | None = None, minute: int = 0,
+            channel: str = "sms", status: str | None = None) -> MessageView:  # fmt: skip
+    return MessageView(id_, direction, channel, body, None, author, False, status,
+                       T + dt.timedelta(minutes=minute))  # fmt: skip
+
+
+def staff_sms(id_: int, state: str, body: str, minute: int, error: str | None = None,
+              author: str = "staff:alex@acme.example") -> TouchPointView:  # fmt: skip
+    at = T + dt.timedelta(minutes=minute)
+    return TouchPointView(id_, "staff", "staff", 0, "staff", "sms", state, at, None, 1, error,
+                          False, author, at, None, body)  # fmt: skip
+
+
+def test_a_staff_sms_is_one_line_queued_sent_or_refused_and_authors_are_named() -> None:
+    """Until it is sent a staff SMS shows as its touch point ('sending', or 'not sent' with the
+    reason); once sent its transcript line stands for it and the touch point is not shown
+    again. Staff authors get their configured name (first name for the customer); other
+    authors (an API token, a CLI user) are shown as recorded."""
+    c = cfg(staff=[staff_user()])
+    sequence_step = TouchPointView(9, "sequence", "default", 0, "ack", "sms", "sent", T, T, 1,
+                                   None, False, None, T, None)  # fmt: skip
+    messages = [
+        message(1, "outbound", "Hi!", minute=0),
+        message(2, "inbound", "Tuesday?", minute=1),
+        message(3, "outbound", "Sure", "staff:alex@acme.example", 2, status="delivered"),
+        message(4, "outbound", "From the API", "ops-bot", 3, channel="web"),
+    ]
+    touch_points = [
+        sequence_step,
+        staff_sms(10, "sent", "Sure", 2),
+        staff_sms(11, "cancelled", "Still there?", 4, "sms opted out"),
+        staff_sms(12, "scheduled", "On my way", 5, author="staff:gone@acme.example"),
+    ]
+    got = thread.lines(c, messages, touch_points)
+    assert [(x.key, x.kind, x.name, x.status, x.reason) for x in got] == [
+        ("m1", "automation", None, None, None),
+        ("m2", "customer", None, None, None),
+        ("m3", "staff", "Alex Kim", "delivered", None),
+        ("m4", "staff", None, None, None),
+        ("t11", "staff", "Alex Kim", "not_sent", "sms opted out"),
+        ("t12", "staff", None, "sending", None),
+    ]
+    [sure] = [x for x in thread.lines(c, messages, first_names=True) if x.key == "m3"]
+    assert sure.name == "Alex"
+    assert thread.who(c, "staff:alex@acme.example") == "Alex Kim"
+    assert thread.who(c, "cli:root") == "cli:root" and thread.who(c, None) is None
+    assert thread.actor("alex@acme.example") == "staff:alex@acme.example"
 
 
 # --------------------------------------------------------------------------- staff config
