@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import os
 import signal
 import socket
@@ -72,13 +73,29 @@ class Daemon:
     # ------------------------------------------------------------------ wiring
 
     def _build_services(self) -> None:
-        from leadd.loops import poll, touchpoints
+        from leadd.loops import touchpoints
 
         self.supervisor.add("http", self._serve_http, critical=True)
-        self.supervisor.add("poll", lambda: poll.run(self))
+        self.supervisor.add("poll", self._poll)
         self.supervisor.add("touchpoints", lambda: touchpoints.run(self))
         if self.notifier.watchdog_interval:
             self.supervisor.add("watchdog", self._watchdog)
+
+    async def _poll(self) -> None:
+        from leadd.loops import poll
+
+        if await self.wait_db() is None or self.runtime is None:
+            return  # shutting down before the database was ready
+        beat = functools.partial(self.supervisor.beat, "poll")
+        await poll.run(self.runtime, shutdown=self.shutdown, beat=beat)
+
+    async def enrich(self, limit: int) -> int:
+        """Enrich up to `limit` due leads (for the touch-point loop, which enriches before it
+        sends); how many were claimed."""
+        from leadd.intake import enrichment
+
+        assert self.runtime is not None
+        return await enrichment.enrich_due(self.runtime, limit)
 
     async def _serve_http(self) -> None:
         from leadd.web import GUARD, create_app

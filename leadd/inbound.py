@@ -18,12 +18,13 @@ from multidict import MultiDict, MultiDictProxy
 from leadd import compliance, metrics
 from leadd.conversations import replies
 from leadd.db import Q
+from leadd.intake.events import decode_json
 from leadd.logs import get_logger
 from leadd.providers import sendgrid as sg
 from leadd.providers import twilio as tw
 from leadd.store import DB_ERRORS
+from leadd.store.core import Tx
 from leadd.web import DAEMON, json_error
-from leadd.webhooks import decode_json
 
 log = get_logger(__name__)
 
@@ -174,10 +175,12 @@ async def twilio_sms(request: web.Request) -> web.StreamResponse:
             # "Yes" is an opt-in keyword and also the usual answer to "want us to book it?": it
             # is a reply like any other, so the lead is engaged and automated follow-ups stop.
             if keyword in (None, "opt_in") and lead_id is not None:
-                # The same step as a message on the chat page (leadd.conversations.replies).
+                # The same step as a message on the chat page (leadd.conversations.replies):
+                # engaged, and the automated follow-ups stop (a queued staff message still goes).
                 await replies.customer_replied(
-                    db, lead_id, cause="sms.reply", detail={"message_sid": sid}, conn=conn
-                )
+                    db, lead_id, cause="sms.reply", detail={"message_sid": sid},
+                    tx=Tx(conn, tenant),
+                )  # fmt: skip
     except DB_ERRORS as exc:
         return _store_failed("twilio", exc)
     log.info("sms.inbound", phone=phone, keyword=keyword, lead_id=str(lead_id) if lead_id else None)

@@ -16,7 +16,7 @@ from leadd.logs import get_logger
 from leadd.runtime import Runtime
 from leadd.store import Store
 from leadd.store.chat_models import Advance, ChatSession
-from leadd.store.core import Conn
+from leadd.store.core import Tx
 
 log = get_logger(__name__)
 
@@ -54,21 +54,12 @@ async def customer_replied(
     *,
     cause: str,
     detail: Mapping[str, Any],
-    conn: Conn | None = None,
-) -> Advance | None:
+    tx: Tx | None = None,
+) -> Advance:
     """A customer wrote (an SMS reply; the chat page's post takes the same store step in its
     own transaction): the lead is engaged where the lifecycle allows it and its automated
-    sequence stops. `conn`: inbound SMS's transaction, which holds the lead's row lock."""
-    moved = await store.customer_replied(lead_id=lead_id, cause=cause, detail=detail, conn=conn)
-    if moved is not None and moved.moved:
-        log.info(
-            "lead.state",
-            lead_id=str(lead_id),
-            from_state=moved.from_state,
-            to_state="engaged",
-            cause=cause,
-        )
-    return moved
+    sequence stops. `tx`: inbound SMS's unit of work, which holds the lead's row lock."""
+    return await store.customer_replied(lead_id=lead_id, cause=cause, detail=detail, tx=tx)
 
 
 async def post_customer_message(rt: Runtime, session: ChatSession, text: str) -> int:

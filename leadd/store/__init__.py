@@ -20,6 +20,7 @@ from leadd.store.conversations import ConversationStore
 from leadd.store.core import StoreCore, create_pool, migrate
 from leadd.store.events import EventStore
 from leadd.store.inbox import InboxStore
+from leadd.store.intake import IntakeStore
 from leadd.store.ops import OpsStore
 from leadd.store.staff import StaffStore
 
@@ -34,7 +35,9 @@ DB_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-class Store(ConversationStore, InboxStore, StaffStore, EventStore, OpsStore, StoreCore):
+class Store(
+    ConversationStore, InboxStore, StaffStore, EventStore, IntakeStore, OpsStore, StoreCore
+):
     """Every store part over one pool, bound to one tenant."""
 
 

@@ -83,10 +83,9 @@ class ChatSession:
 
 @dataclass(frozen=True)
 class Advance:
-    """A lead moved (or not) by what a customer or staff did: the state before, whether it
-    moved (lifecycle.can_transition), and how many automated steps stopped with it."""
+    """What a customer's or a person's step did to the lead: whether it moved (the lifecycle
+    allowed it), and how many automated steps stopped with it."""
 
-    from_state: str
     moved: bool
     stopped: int = 0
 

@@ -3,9 +3,9 @@ posts, booking requests, a person's reply shown on the page, and the one step ev
 message takes (an SMS reply or a message from the page): `customer_replied`.
 
 Every unit of work that changes a lead's conversation locks the lead row first (ops_lock_lead,
-the lock the ops store and inbound SMS take too), so two writers of one lead (two tabs, an SMS
-arriving while the page posts, two daemons) queue instead of racing; state changes follow
-lifecycle.can_transition and write their timeline row with ops_insert_event.
+the lock the ops store, intake and inbound SMS take too), so two writers of one lead (two tabs,
+an SMS arriving while the page posts, two daemons) queue instead of racing; state changes are
+the store's one transition (intake.advance_in: lifecycle.can_transition, the timeline row).
 Queries: leadd/sql/conversations.sql.
 """
 
@@ -16,9 +16,9 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from leadd.lifecycle import can_transition
 from leadd.store.chat_models import Advance, AppointmentRequest, ChatSession
-from leadd.store.core import Conn, StoreCore, Tx, affected
+from leadd.store.core import StoreCore, Tx, affected
+from leadd.store.intake import advance_in
 from leadd.store.models import MessageView
 
 REPLIED = "customer replied"
@@ -64,13 +64,12 @@ class ConversationStore(StoreCore):
         (`customer_replied`), in one transaction. None when the link posted `rate_limit` times
         since `rate_window_start` (nothing stored) or the lead is gone."""
         async with self._tx() as tx:
-            state = await self._open_for_posts(tx, lead_id, rate_window_start, rate_limit)
-            if state is None:
+            if not await self._open_for_posts(tx, lead_id, rate_window_start, rate_limit):
                 return None
             message_id = await tx.fetchval(
                 "chat_insert_web_message", lead_id, "inbound", body, None, now
             )
-            await self._replied(tx, lead_id, cause="chat.message", detail=detail, state=state)
+            await _replied(tx, lead_id, cause="chat.message", detail=detail)
             return int(message_id)
 
     async def request_appointment(
@@ -88,27 +87,24 @@ class ConversationStore(StoreCore):
         becomes qualified where the lifecycle allows it and its automated steps stop, in one
         transaction. None when rate-limited or the lead is gone."""
         async with self._tx() as tx:
-            state = await self._open_for_posts(tx, lead_id, rate_window_start, rate_limit)
-            if state is None:
+            if not await self._open_for_posts(tx, lead_id, rate_window_start, rate_limit):
                 return None
             await tx.execute("chat_replace_appointment_requests", lead_id)
             request_id = await tx.fetchval(
                 "chat_insert_appointment_request", lead_id, location_id, slot_start, slot_end, now
             )
-            await _advance(tx, lead_id, state, "qualified", "chat.appointment_requested",
-                           {"slot_start": slot_start.isoformat()})  # fmt: skip
+            await advance_in(tx, lead_id, target="qualified", cause="chat.appointment_requested",
+                             detail={"slot_start": slot_start.isoformat()})  # fmt: skip
             await tx.execute("chat_stop_automation", lead_id, "customer asked for a time")
             return int(request_id)
 
     async def _open_for_posts(
         self, tx: Tx, lead_id: uuid.UUID, since: dt.datetime, limit: int
-    ) -> str | None:
-        """Lock the lead; its state when the link may post now, else None."""
-        lead = await tx.fetchrow("ops_lock_lead", lead_id)
-        if lead is None:
-            return None
-        n = await tx.fetchval("chat_recent_posts", lead_id, since)
-        return str(lead["state"]) if int(n) < limit else None
+    ) -> bool:
+        """Lock the lead; whether the link may post now (False too for no such lead)."""
+        if await tx.fetchrow("ops_lock_lead", lead_id) is None:
+            return False
+        return int(await tx.fetchval("chat_recent_posts", lead_id, since)) < limit
 
     async def appointment_requests(self, *, lead_id: uuid.UUID) -> list[AppointmentRequest]:
         rows = await self._fetch("chat_appointment_requests", lead_id)
@@ -121,17 +117,17 @@ class ConversationStore(StoreCore):
         allows it, with a timeline row naming the actor. None when no such request waits
         (already confirmed, replaced, another lead's)."""
         async with self._tx() as tx:
-            lead = await tx.fetchrow("ops_lock_lead", lead_id)
-            if lead is None:
+            if await tx.fetchrow("ops_lock_lead", lead_id) is None:
                 return None
             slot = await tx.fetchrow(
                 "chat_confirm_appointment_request", lead_id, request_id, now, actor
             )
             if slot is None:
                 return None
-            return await _advance(tx, lead_id, lead["state"], "appointment_set",
-                                  "inbox.appointment_confirmed", {"request_id": request_id},
-                                  actor=actor)  # fmt: skip
+            moved = await advance_in(tx, lead_id, target="appointment_set",
+                                     cause="inbox.appointment_confirmed",
+                                     detail={"request_id": request_id}, actor=actor)  # fmt: skip
+            return Advance(moved)
 
     # ------------------------------------------------------------------ a customer replied
 
@@ -141,37 +137,17 @@ class ConversationStore(StoreCore):
         lead_id: uuid.UUID,
         cause: str,
         detail: Mapping[str, Any],
-        conn: Conn | None = None,
-    ) -> Advance | None:
+        tx: Tx | None = None,
+    ) -> Advance:
         """What a customer's message does, wherever it comes from: the lead is engaged (when
         the lifecycle allows it from where it is) and its automated sequence stops, since a
-        person is talking now; a message a person at the shop queued still goes. None: no such
-        lead. `conn`: the transaction of inbound SMS, which stores the message itself (it
-        leaves it when that handler is on the store); without it, a transaction of its own."""
-        if conn is not None:
-            return await self._replied(Tx(conn, self.tenant_id), lead_id, cause=cause,
-                                       detail=detail)  # fmt: skip
-        async with self._tx() as tx:
-            return await self._replied(tx, lead_id, cause=cause, detail=detail)
-
-    async def _replied(
-        self,
-        tx: Tx,
-        lead_id: uuid.UUID,
-        *,
-        cause: str,
-        detail: Mapping[str, Any],
-        state: str | None = None,
-    ) -> Advance | None:
-        """`state`: the lead's, when the caller has locked it already."""
-        if state is None:
-            lead = await tx.fetchrow("ops_lock_lead", lead_id)
-            if lead is None:
-                return None
-            state = str(lead["state"])
-        moved = await _advance(tx, lead_id, state, "engaged", cause, detail)
-        stopped = affected(await tx.execute("chat_stop_automation", lead_id, REPLIED))
-        return Advance(moved.from_state, moved.moved, stopped)
+        person is talking now; a message a person at the shop queued still goes. `tx`: the
+        unit of work of inbound SMS, which stores the message itself (until that handler is on
+        the store); without it, a transaction of its own."""
+        if tx is not None:
+            return await _replied(tx, lead_id, cause=cause, detail=detail)
+        async with self._tx() as own:
+            return await _replied(own, lead_id, cause=cause, detail=detail)
 
     # ------------------------------------------------------------------ staff on the page
 
@@ -189,20 +165,7 @@ class ConversationStore(StoreCore):
             return int(message_id)
 
 
-async def _advance(
-    tx: Tx,
-    lead_id: uuid.UUID,
-    current: str,
-    target: str,
-    cause: str,
-    detail: Mapping[str, Any],
-    *,
-    actor: str | None = None,
-) -> Advance:
-    """Move a lead the caller has locked from `current` to `target` if the lifecycle allows it,
-    with its timeline row (the queries OpsStore.set_state runs)."""
-    if not can_transition(current, target):
-        return Advance(current, False)
-    await tx.execute("set_lead_state", lead_id, target)
-    await tx.execute("ops_insert_event", lead_id, current, target, cause, dict(detail), actor)
-    return Advance(current, True)
+async def _replied(tx: Tx, lead_id: uuid.UUID, *, cause: str, detail: Mapping[str, Any]) -> Advance:
+    moved = await advance_in(tx, lead_id, target="engaged", cause=cause, detail=detail)
+    stopped = affected(await tx.execute("chat_stop_automation", lead_id, REPLIED))
+    return Advance(moved, stopped)

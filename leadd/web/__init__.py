@@ -114,9 +114,11 @@ def create_app(daemon: Daemon) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_handler)
-    from leadd import webhooks  # the provider endpoints live in their own module
+    from leadd import inbound
+    from leadd.web import shopmonkey  # the provider endpoints live in their own modules
 
-    webhooks.setup_routes(app)
+    shopmonkey.setup_routes(app)
+    inbound.setup_routes(app)
     from leadd import api  # the ops API (issue 9): off without api.tokens
 
     api.setup_routes(app, daemon.config, lambda: daemon.ops)
