@@ -33,7 +33,6 @@ from leadd.config import warnings as config_warnings
 from leadd.embedded import EmbeddedPostgres
 from leadd.errors import describe_error
 from leadd.logs import get_logger
-from leadd.operations import OpsDeps
 from leadd.runtime import ProviderHealth, Runtime
 from leadd.sdnotify import Notifier
 from leadd.store import Store
@@ -56,7 +55,6 @@ class Daemon:
         self.notifier = Notifier(env)
         self.db: Store | None = None
         self.runtime: Runtime | None = None  # what services need, once the database is ready
-        self.ops: OpsDeps | None = None  # the ops API's use cases, once the database is ready
         self.db_problem: str | None = "connecting"
         self.db_ready = asyncio.Event()
         self.http_ready = asyncio.Event()
@@ -101,7 +99,12 @@ class Daemon:
         from leadd.web import GUARD, create_app
         from leadd.web.connections import GuardedSite, ServerLog
 
-        app = create_app(self)
+        app = create_app(
+            self.config,
+            runtime=lambda: self.runtime,
+            readiness=self.readiness,
+            runtime_ready=self.db_ready,  # chat (issue 10): the live listener starts then
+        )
         runner = web.AppRunner(
             app,
             handle_signals=False,
@@ -162,6 +165,17 @@ class Daemon:
         return True
 
     # ------------------------------------------------------------------ readiness
+
+    async def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """For /readyz: ready, and a body saying in words what is wrong (no payload values)."""
+        problems = await self.readiness_problems()
+        body = {
+            "status": "ready" if not problems else "not ready",
+            "problems": problems,
+            "tasks": {n: t.as_json() for n, t in self.supervisor.tasks.items()},
+            "providers": self.config.providers_summary(),
+        }
+        return not problems, body
 
     async def readiness_problems(self) -> dict[str, str]:
         problems: dict[str, str] = {}
@@ -231,7 +245,6 @@ class Daemon:
                     wake=self.wake_touchpoints.set,
                     health=self.health,
                 )
-                self.ops = OpsDeps(self.config, database, wake=self.wake_touchpoints.set)
                 metrics.POOL.source = database.pool_stats
                 self.db_ready.set()
                 log.info("database.ready", embedded=self.config.database.url is None)

@@ -16,8 +16,8 @@ from leadd.conversations import booking, chatpage, replies
 from leadd.conversations.chatpage import ChatPage, Gone
 from leadd.runtime import Runtime
 from leadd.store.chat_models import ChatSession
-from leadd.web import live
-from leadd.web.pages import form, not_ready, render, runtime
+from leadd.web import live, runtime_of
+from leadd.web.pages import form, not_ready, render
 
 GONE_TITLES = {404: "This link does not work", 410: "This link has expired"}
 
@@ -31,7 +31,7 @@ def setup_routes(app: web.Application) -> None:
 
 
 async def _session(request: web.Request) -> tuple[Runtime, ChatSession] | web.Response:
-    rt = runtime(request)
+    rt = runtime_of(request)
     if rt is None:
         return not_ready(request)
     found = await chatpage.find_session(rt, request.match_info["token"])

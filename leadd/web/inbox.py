@@ -23,8 +23,8 @@ from leadd.lifecycle import can_transition
 from leadd.operations import Conflict, NotFound, OpsError
 from leadd.operations import leads as ops
 from leadd.runtime import Runtime
-from leadd.web import live
-from leadd.web.pages import error_page, form, not_ready, ops_deps, parse_uuid, render, runtime
+from leadd.web import live, runtime_of
+from leadd.web.pages import error_page, form, not_ready, ops_deps, parse_uuid, render
 
 COOKIE = "leadd_staff"
 SIGNIN_COOKIE = "leadd_signin"  # binds the sign-in form's CSRF token before there is a session
@@ -58,7 +58,7 @@ class Staff:
 
 
 async def _staff(request: web.Request, *, page: bool = True) -> Staff | web.Response:
-    rt = runtime(request)
+    rt = runtime_of(request)
     if rt is None:
         return not_ready(request)
     session = request.cookies.get(COOKIE)
@@ -107,7 +107,7 @@ def _cookie(response: web.StreamResponse, rt: Runtime, name: str, value: str) ->
 
 
 async def signin_page(request: web.Request) -> web.Response:
-    rt = runtime(request)
+    rt = runtime_of(request)
     if rt is None:
         return not_ready(request)
     return _signin_form(request, rt)
@@ -128,7 +128,7 @@ def _signin_form(
 
 
 async def signin(request: web.Request) -> web.Response:
-    rt = runtime(request)
+    rt = runtime_of(request)
     if rt is None:
         return not_ready(request)
     fields = await form(request)

@@ -1,9 +1,9 @@
 """What the HTML pages share: Jinja2 templates (autoescaped), static files with cache headers,
-security headers (a strict Content-Security-Policy), the runtime accessor, error pages.
+security headers (a strict Content-Security-Policy), error pages.
 
-`setup(app, provider, ready)` adds the customer chat page (chat.py), the staff inbox (inbox.py)
-and their live updates (live.py) to the app. Their handlers reach what they need through
-`runtime(request)` only (None until the database is ready: 503).
+`setup(app, ready)` adds the customer chat page (chat.py), the staff inbox (inbox.py) and their
+live updates (live.py) to the app. Their handlers reach what they need as every handler does,
+through `leadd.web.runtime_of(request)` (None until the database is ready: 503).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import asyncio
 import datetime as dt
 import hashlib
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -26,9 +26,9 @@ from aiohttp import web
 from leadd.operations import OpsDeps
 from leadd.runtime import Runtime
 from leadd.templates import format_money
+from leadd.web import RUNTIME
 
-RUNTIME: web.AppKey[Callable[[], Runtime | None]] = web.AppKey("pages_runtime")
-READY: web.AppKey[asyncio.Event] = web.AppKey("pages_ready")
+READY: web.AppKey[asyncio.Event | None] = web.AppKey("pages_runtime_ready")
 STATIC: web.AppKey[dict[str, StaticFile]] = web.AppKey("static_files")
 PAGE_PREFIXES = ("/c/", "/inbox", "/static/")
 CSP = (
@@ -46,14 +46,11 @@ class StaticFile:
     version: str  # content hash: a URL with it never changes meaning, so it caches forever
 
 
-def setup(
-    app: web.Application, provider: Callable[[], Runtime | None], ready: asyncio.Event
-) -> None:
-    """`provider`: the daemon's Runtime once the database is ready (None before); `ready`: set
-    then (the live listener waits for it)."""
+def setup(app: web.Application, ready: asyncio.Event | None) -> None:
+    """`ready`: set once the app's runtime provider returns the Runtime; the live listener
+    waits for it (None: no live listener, the pages still work by reloading)."""
     from leadd.web import chat, inbox, live
 
-    app[RUNTIME] = provider
     app[READY] = ready
     app[STATIC] = _load_static()
     env = aiohttp_jinja2.setup(
@@ -115,15 +112,13 @@ async def _security_headers(request: web.Request, response: web.StreamResponse) 
     h.setdefault("Cache-Control", "no-store")  # pages carry personal data
 
 
-def runtime(request: web.Request) -> Runtime | None:
-    """What the pages' handlers need (config, store, clock, wake-up): the one place they get
-    it. None until the database is ready."""
-    return request.app[RUNTIME]()
-
-
 async def runtime_when_ready(app: web.Application) -> Runtime | None:
-    """For the app's own tasks (the live listener): the Runtime once the database is ready."""
-    await app[READY].wait()
+    """For the app's own tasks (the live listener): the Runtime once the database is ready;
+    None when nobody will say so (`setup` without an event)."""
+    ready = app[READY]
+    if ready is None:
+        return None
+    await ready.wait()
     return app[RUNTIME]()
 
 

@@ -18,9 +18,8 @@ from leadd import intake, metrics
 from leadd.intake import events
 from leadd.logs import get_logger
 from leadd.providers import shopmonkey_webhook as signing
-from leadd.runtime import Runtime
 from leadd.store import DB_ERRORS
-from leadd.web import DAEMON, json_error
+from leadd.web import json_error, runtime_of
 
 log = get_logger(__name__)
 
@@ -31,13 +30,8 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_post(PATH, order_webhook)
 
 
-def _runtime(request: web.Request) -> Runtime | None:
-    """What the services need; None until the database is ready."""
-    return request.app[DAEMON].runtime
-
-
 async def order_webhook(request: web.Request) -> web.Response:
-    rt = _runtime(request)
+    rt = runtime_of(request)
     if rt is None:
         return json_error(503, "database not ready; retry later")
     cfg = rt.config
