@@ -8,15 +8,18 @@
 It checks what SendGrid checks and the client could get wrong (Bearer key, one JSON body,
 text/plain before text/html, string custom_args) and answers with SendGrid's shapes: 202 with
 `X-Message-Id` and an empty body, `{"errors": [{message, field, help}]}` otherwise, and
-`X-RateLimit-*` headers on 429.
+`X-RateLimit-*` headers on 429. `storm(...)` answers every send with failures until `calm()`;
+`counts_by_recipient()` tells how many mails each address received.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import secrets
 import time
-from collections import deque
+from collections import Counter, deque
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,6 +57,8 @@ class FakeSendGrid(FakeServer):
         self.api_key = api_key
         self.mails: list[dict[str, Any]] = []
         self._failures: deque[_CannedFailure] = deque()
+        self._storm: Iterator[_CannedFailure] | None = None
+        self.storm_answers: Counter[int] = Counter()  # status -> answers given by storms
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_post("/v3/mail/send", self._send)
@@ -63,14 +68,29 @@ class FakeSendGrid(FakeServer):
     ) -> None:
         """Answer the next `n` sends with this status. A 429 carries X-RateLimit-Reset
         `reset_in` seconds from now, as SendGrid's rate-limited endpoints do."""
-        text = message or {
-            429: "too many requests",
-            400: "Bad Request",
-            401: "The provided authorization grant is invalid, expired, or revoked",
-            403: "The from address does not match a verified Sender Identity.",
-        }.get(status, "Internal server error")
+        text = message or _default_message(status)
         for _ in range(n):
             self._failures.append(_CannedFailure(status, reset_in, text))
+
+    def storm(self, statuses: Sequence[int] = (500, 503), *, reset_in: float = 1) -> None:
+        """Until `calm()`, refuse every send with the next of `statuses` in turn (nothing is
+        recorded: SendGrid did not take the mail). A 429 carries X-RateLimit-Reset."""
+        if not statuses:
+            raise ValueError("a storm needs at least one status")
+        failures = [_CannedFailure(s, reset_in, _default_message(s)) for s in statuses]
+        self._storm = itertools.cycle(failures)
+
+    def calm(self) -> None:
+        self._storm = None
+
+    def counts_by_recipient(self) -> Counter[str]:
+        """Accepted mails per recipient address (lower-cased)."""
+        return Counter(
+            str(to["email"]).lower()
+            for mail in self.mails
+            for p in mail["body"].get("personalizations", [])
+            for to in p.get("to", [])
+        )
 
     async def _send(self, request: web.Request) -> web.StreamResponse:
         received_at = time.monotonic()
@@ -78,6 +98,11 @@ class FakeSendGrid(FakeServer):
             return _errors(401, "The provided authorization grant is invalid, expired, or revoked")
         if self._failures:
             failure = self._failures.popleft()
+            await self._wait_delay()
+            return self._canned(failure)
+        if self._storm is not None:
+            failure = next(self._storm)
+            self.storm_answers[failure.status] += 1
             await self._wait_delay()
             return self._canned(failure)
         raw = await request.read()
@@ -114,6 +139,15 @@ class FakeSendGrid(FakeServer):
                 },
             )
         return _errors(failure.status, failure.message)
+
+
+def _default_message(status: int) -> str:
+    return {
+        429: "too many requests",
+        400: "Bad Request",
+        401: "The provided authorization grant is invalid, expired, or revoked",
+        403: "The from address does not match a verified Sender Identity.",
+    }.get(status, "Internal server error")
 
 
 def _validate(body: Any) -> tuple[str | None, str] | None:

@@ -11,10 +11,12 @@ A client that passes against this fake sends the forms partners verified live.
         ...
         assert fake.requests[-1].query["orderby"] == '{"createdDate":"asc"}'
 
-Failure knobs: `fail_next(n, kind)` for the next n requests (any path), `down = True`
-for 503 on everything, `ignore_filters = True` to drop every `where` as if the API
-had not understood it. `on_request` is a hook called with each request before it is
-answered, to change the data mid-paging.
+Failure knobs: `fail_next(n, kind)` for the next n requests (any path), `storm(kinds)`
+for every request until `calm()`, `down = True` for 503 on everything, `delay` seconds
+before every answer, `ignore_filters = True` to drop every `where` as if the API had not
+understood it. `on_request` is a hook called with each request before it is answered, to
+change the data mid-paging. `served_customers()` returns every customer record the fake
+handed out (fetched, or embedded in a listed order), so a test can look for leaks of them.
 """
 
 from __future__ import annotations
@@ -22,9 +24,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import itertools
 import json
-from collections import deque
-from collections.abc import Callable
+from collections import Counter, deque
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -101,6 +104,11 @@ class FakeShopmonkey:
         # the data between pages, as a live shop does while the poller is paging.
         self.on_request: Callable[[RecordedRequest], None] | None = None
         self._failures: deque[str] = deque()
+        self._storm: Iterator[str] | None = None
+        self.storm_answers: Counter[str] = Counter()  # kind -> answers given by storms
+        self.delay = 0.0
+        self._served_orders: set[str] = set()
+        self._served_customers: set[str] = set()
         self._runner: web.AppRunner | None = None
         self._stopping = asyncio.Event()
         self.port: int | None = None
@@ -179,6 +187,25 @@ class FakeShopmonkey:
             )
         self._failures.extend([kind] * n)
 
+    def storm(self, kinds: Sequence[FailureKind] = ("html403", "429", "429-retry-after")) -> None:
+        """Until `calm()`, answer every request (any path) with the next of `kinds` in turn."""
+        unknown = set(kinds) - FAILURE_KINDS
+        if unknown or not kinds:
+            raise ValueError(f"storm kinds must be some of {sorted(FAILURE_KINDS)}: {unknown}")
+        self._storm = itertools.cycle(kinds)
+
+    def calm(self) -> None:
+        self._storm = None
+
+    def served_customers(self) -> list[dict[str, Any]]:
+        """Customer records this fake answered with: fetched by id or embedded in an order."""
+        out = [self.customers[c] for c in self._served_customers if c in self.customers]
+        for oid in self._served_orders:
+            embedded = self.orders.get(oid, {}).get("customer")
+            if isinstance(embedded, dict):
+                out.append(embedded)
+        return out
+
     def requests_to(self, path: str) -> list[RecordedRequest]:
         """Requests whose path (without the /v3 prefix) equals `path`."""
         return [r for r in self.requests if r.path == "/v3" + path]
@@ -199,8 +226,15 @@ class FakeShopmonkey:
             self.on_request(recorded)
         if self.down:
             return _error(503, "service_unavailable", "Service Unavailable")
+        if self.delay > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.delay)
         if self._failures:
             return await self._failure(self._failures.popleft())
+        if self._storm is not None:
+            kind = next(self._storm)
+            self.storm_answers[kind] += 1
+            return await self._failure(kind)
         if request.headers.get("Authorization") != f"Bearer {self.api_key}":
             return _error(401, "unauthorized", "Unauthorized")
         try:
@@ -254,12 +288,14 @@ class FakeShopmonkey:
         limit = MAX_LIMIT if limit <= 0 else min(limit, MAX_LIMIT)
         skip = max(0, _int_param(request.query.get("skip"), 0))
         page = rows[skip : skip + limit]
+        self._served_orders.update(str(r.get("id")) for r in page)
         return _ok(page, meta={"total": len(rows), "hasMore": skip + len(page) < len(rows)})
 
     async def _get_order(self, request: web.Request) -> web.Response:
         return _lookup(self.orders, request.match_info["id"], "Order")
 
     async def _get_customer(self, request: web.Request) -> web.Response:
+        self._served_customers.add(request.match_info["id"])
         return _lookup(self.customers, request.match_info["id"], "Customer")
 
     async def _get_vehicle(self, request: web.Request) -> web.Response:

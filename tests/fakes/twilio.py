@@ -9,8 +9,11 @@
 It speaks the wire format messaging.md documents (form POST, Basic auth, 201 + Message JSON,
 classic `{code, message, more_info, status}` errors, the paged list with `next_page_uri`) so
 the real client code runs unchanged. Knobs make it fail the way Twilio does: canned failures
-(`fail_next`), opted-out and invalid recipients, a response delay, and a barrier
-(`hold_create`) that holds the answer to a created message until the test sets it.
+(`fail_next`), opted-out and invalid recipients, a response delay, a barrier (`hold_create`)
+that holds the answer to a created message until the test sets it, and failure storms
+(`storm(...)` until `calm()`): 429s with or without Retry-After, JSON 500s, a proxy's HTML 503,
+and the ambiguous "accepted, then answered 500" that reconciliation must resolve.
+`counts_by_recipient()` tells how many messages each phone received.
 """
 
 from __future__ import annotations
@@ -19,11 +22,12 @@ import asyncio
 import base64
 import datetime as dt
 import email.utils
+import itertools
 import json
 import secrets
 import time
-from collections import deque
-from collections.abc import Mapping
+from collections import Counter, deque
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
@@ -34,6 +38,13 @@ from tests.fakes.base import FakeServer
 
 API_VERSION = "2010-04-01"
 MAX_PAGE_SIZE = 1000
+# What a storm may answer (see FakeTwilio.storm). "500-accepted" records the message first,
+# as when Twilio took it but the answer was lost: only reconciliation can tell.
+STORM_KINDS = frozenset({"429", "429-bare", "500", "503-html", "500-accepted"})
+PROXY_HTML_503 = (
+    "<html><head><title>503 Service Temporarily Unavailable</title></head>"
+    "<body><center><h1>503 Service Temporarily Unavailable</h1></center></body></html>"
+)
 
 
 @dataclass(frozen=True)
@@ -83,6 +94,10 @@ class FakeTwilio(FakeServer):
         # When set: a created message is recorded, then its answer waits for this event.
         self.hold_create: asyncio.Event | None = None
         self._canned: dict[str, deque[_Canned]] = {"POST": deque(), "GET": deque()}
+        self._storm: dict[str, Iterator[str]] = {}
+        self._storm_retry_after: float | None = None
+        # How many answers storms gave, by kind ("POST 429", "GET 500", ...).
+        self.storm_answers: Counter[str] = Counter()
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -132,6 +147,41 @@ class FakeTwilio(FakeServer):
         canned = _Canned(status, body, content_type, dict(headers or {}))
         self._canned[method.upper()].extend([canned] * n)
 
+    def storm(
+        self,
+        kinds: Sequence[str] = ("429", "500", "503-html", "500-accepted"),
+        *,
+        retry_after: float | None = 1.0,
+        lists: Sequence[str] = (),
+    ) -> None:
+        """Until `calm()`, answer every create with the next of `kinds`, in turn (after auth).
+
+        "429" is Twilio's 20429 with `Retry-After: retry_after` (none when it is None),
+        "429-bare" the same without the header, "500" a JSON 20500, "503-html" a proxy's HTML
+        page, "500-accepted" records the message and then answers 500. `lists` does the same
+        for the message list (GET) that reconciliation reads ("500" or "503-html").
+        """
+        unknown = (set(kinds) | set(lists)) - STORM_KINDS
+        if unknown or not kinds:
+            raise ValueError(f"storm kinds must be some of {sorted(STORM_KINDS)}: {unknown}")
+        self._storm = {"POST": itertools.cycle(kinds)}
+        if lists:
+            self._storm["GET"] = itertools.cycle(lists)
+        self._storm_retry_after = retry_after
+
+    def calm(self, *, lists: bool = True) -> None:
+        """End the storm: from now on requests are answered normally (creates only, while
+        `lists=False` keeps the message list storming)."""
+        self._storm = {} if lists else {k: v for k, v in self._storm.items() if k == "GET"}
+
+    @property
+    def storming(self) -> bool:
+        return bool(self._storm)
+
+    def counts_by_recipient(self) -> Counter[str]:
+        """How many messages Twilio holds for each `To` (accepted ones, seeded ones too)."""
+        return Counter(m["to"] for m in self.messages)
+
     def add_message(
         self,
         *,
@@ -172,6 +222,12 @@ class FakeTwilio(FakeServer):
         to, from_, body = form.get("To"), form.get("From"), form.get("Body")
         if self._canned["POST"]:
             return await self._answer_canned("POST")
+        storm = self._storm.get("POST")
+        if storm is not None:
+            kind = next(storm)
+            if kind == "500-accepted" and isinstance(to, str) and isinstance(from_, str):
+                self.add_message(to=to, from_=from_, body=str(body))["received_at"] = received_at
+            return await self._answer_storm("POST", kind)
         if not isinstance(to, str) or not to:
             return _error(400, 21604, "A 'To' phone number is required.")
         if not isinstance(from_, str) or not from_:
@@ -205,6 +261,9 @@ class FakeTwilio(FakeServer):
         self.list_requests.append(dict(query))
         if self._canned["GET"]:
             return await self._answer_canned("GET")
+        storm = self._storm.get("GET")
+        if storm is not None:
+            return await self._answer_storm("GET", next(storm))
         try:
             page_size = min(MAX_PAGE_SIZE, max(1, int(query.get("PageSize", "50"))))
             page = max(0, int(query.get("Page", "0")))
@@ -279,6 +338,19 @@ class FakeTwilio(FakeServer):
             content_type=canned.content_type,
             headers=canned.headers,
         )
+
+    async def _answer_storm(self, method: str, kind: str) -> web.Response:
+        self.storm_answers[f"{method} {kind}"] += 1
+        await self._wait_delay()
+        if kind == "503-html":
+            return web.Response(status=503, text=PROXY_HTML_503, content_type="text/html")
+        if kind in ("429", "429-bare"):
+            retry_after = self._storm_retry_after if kind == "429" else None
+            response = _error(429, 20429, "Too Many Requests")
+            if retry_after is not None:
+                response.headers["Retry-After"] = f"{retry_after:g}"
+            return response
+        return _error(500, 20500, "Internal Server Error")
 
     def _resource(self, record: Mapping[str, Any], *, status: str) -> dict[str, Any]:
         created = email.utils.format_datetime(record["date_created"])
