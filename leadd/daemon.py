@@ -46,7 +46,9 @@ DB_RETRY = Backoff(base=1.0, cap=30.0, jitter=0.2)
 
 class Daemon:
     def __init__(self, config: Config, *, env: dict[str, str] | None = None) -> None:
-        self.config = config
+        from leadd.chatlinks import with_secret
+
+        self.config = with_secret(config)  # chat links need chat.secret (or the key file)
         self.instance_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.shutdown = asyncio.Event()
         self.supervisor = Supervisor(self.shutdown)
@@ -97,7 +99,12 @@ class Daemon:
         from leadd.web import GUARD, create_app
         from leadd.web.connections import GuardedSite, ServerLog
 
-        app = create_app(self.config, runtime=lambda: self.runtime, readiness=self.readiness)
+        app = create_app(
+            self.config,
+            runtime=lambda: self.runtime,
+            readiness=self.readiness,
+            runtime_ready=self.db_ready,  # chat (issue 10): the live listener starts then
+        )
         runner = web.AppRunner(
             app,
             handle_signals=False,
