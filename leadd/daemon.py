@@ -47,7 +47,9 @@ class Daemon:
     def __init__(
         self, config: Config, *, env: dict[str, str] | None = None, clock: Clock = utcnow
     ) -> None:
-        self.config = config
+        from leadd.chatlinks import with_secret
+
+        self.config = with_secret(config)  # chat links need chat.secret (or the key file)
         self.clock = clock  # the runtime's clock: due-ness, quiet hours, caps (tests pin it)
         self.instance_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.shutdown = asyncio.Event()
@@ -86,6 +88,7 @@ class Daemon:
         await poll.run(self.runtime, shutdown=self.shutdown, beat=beat)
 
     async def _touchpoints(self) -> None:
+        from leadd.intake import enrichment
         from leadd.loops import touchpoints
 
         if await self.wait_db() is None or self.runtime is None:
@@ -95,22 +98,19 @@ class Daemon:
             shutdown=self.shutdown,
             wake_event=self.wake_touchpoints,
             beat=functools.partial(self.supervisor.beat, "touchpoints"),
-            enrich=self.enrich,
+            enrich=functools.partial(enrichment.enrich_due, self.runtime),
         )
-
-    async def enrich(self, limit: int) -> int:
-        """Enrich up to `limit` due leads (for the touch-point loop, which enriches before it
-        sends); how many were claimed."""
-        from leadd.intake import enrichment
-
-        assert self.runtime is not None
-        return await enrichment.enrich_due(self.runtime, limit)
 
     async def _serve_http(self) -> None:
         from leadd.web import GUARD, create_app
         from leadd.web.connections import GuardedSite, ServerLog
 
-        app = create_app(self.config, runtime=lambda: self.runtime, readiness=self.readiness)
+        app = create_app(
+            self.config,
+            runtime=lambda: self.runtime,
+            readiness=self.readiness,
+            runtime_ready=self.db_ready,  # chat (issue 10): the live listener starts then
+        )
         runner = web.AppRunner(
             app,
             handle_signals=False,

@@ -16,6 +16,7 @@ from aiohttp import web
 from multidict import MultiDict, MultiDictProxy
 
 from leadd import compliance, metrics
+from leadd.conversations import replies
 from leadd.db import Q
 from leadd.intake.events import decode_json
 from leadd.logs import get_logger
@@ -23,7 +24,6 @@ from leadd.providers import sendgrid as sg
 from leadd.providers import twilio_signature as tw
 from leadd.store import DB_ERRORS
 from leadd.store.core import Tx
-from leadd.store.intake import advance_in
 from leadd.web import CONFIG, json_error, runtime_of
 
 log = get_logger(__name__)
@@ -175,17 +175,12 @@ async def twilio_sms(request: web.Request) -> web.StreamResponse:
             # "Yes" is an opt-in keyword and also the usual answer to "want us to book it?": it
             # is a reply like any other, so the lead is engaged and automated follow-ups stop.
             if keyword in (None, "opt_in") and lead_id is not None:
-                await advance_in(
-                    Tx(conn, tenant),
-                    lead_id,
-                    target="engaged",
-                    cause="sms.reply",
-                    detail={"message_sid": sid},
-                )
-                # Stop-on-reply: a person is talking now; automated follow-ups would talk over them.
-                await conn.execute(
-                    Q["cancel_lead_touchpoints"], tenant, lead_id, "customer replied"
-                )
+                # The same step as a message on the chat page (leadd.conversations.replies):
+                # engaged, and the automated follow-ups stop (a queued staff message still goes).
+                await replies.customer_replied(
+                    db, lead_id, cause="sms.reply", detail={"message_sid": sid},
+                    tx=Tx(conn, tenant),
+                )  # fmt: skip
     except DB_ERRORS as exc:
         return _store_failed("twilio", exc)
     log.info("sms.inbound", phone=phone, keyword=keyword, lead_id=str(lead_id) if lead_id else None)

@@ -16,10 +16,9 @@ that enriches (and texts) every other lead.
 from __future__ import annotations
 
 import datetime as dt
-import secrets
 from typing import Any
 
-from leadd import metrics, phones
+from leadd import chatlinks, metrics, phones
 from leadd.backoff import Backoff
 from leadd.errors import describe_error
 from leadd.intake import demo
@@ -28,7 +27,7 @@ from leadd.logs import get_logger
 from leadd.providers import shopmonkey as sm
 from leadd.runtime import Runtime
 from leadd.store import DB_ERRORS
-from leadd.store.intake_models import Enrichment, EnrichmentJob
+from leadd.store.intake_models import ChatLink, Enrichment, EnrichmentJob
 
 log = get_logger(__name__)
 
@@ -137,17 +136,20 @@ async def save(
         retry_at=None if status == "done" else retry_at,
         error=error,
     )
-    token = secrets.token_urlsafe(24)
+    # chat (issue 10): the lead's chat link, stored as its token's hash, with an expiry
+    chat = ChatLink(
+        chatlinks.session_hash(cfg, job.id), rt.clock() + dt.timedelta(seconds=cfg.chat.link_ttl)
+    )
     # The save is what releases the lead's touch points (status leaves 'pending'), so the
     # decisions that must stop them (demo filter, dedupe) commit with it, never after.
     if cfg.demo_mode and (phone or email) and not demo.is_test_contact(phone, email):
-        await rt.store.demo_filter(job.id, enrichment=enrichment, chat_token=token)
+        await rt.store.demo_filter(job.id, enrichment=enrichment, chat=chat)
         log.info("lead.demo_filtered", lead_id=str(job.id))
         return
     attached_to = await rt.store.save_enrichment(
         job.id,
         enrichment=enrichment,
-        chat_token=token,
+        chat=chat,
         dedupe=bool(phone or email) and job.attached_to is None,
         dedupe_window=cfg.leads.dedupe_window,
     )

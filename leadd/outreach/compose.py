@@ -2,7 +2,8 @@
 leadd.templates) rendered against the lead, its location and the links, and for e-mail the
 footer and headers the law and the mailbox providers require.
 
-Pure (no I/O): the clock's reading and the location's opening hours are passed in.
+No I/O (a chat link this daemon cannot derive is left out with a log line): the clock's
+reading and the location's opening hours are passed in.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from leadd import compliance, sequences, templates
+from leadd import chatlinks, compliance, sequences, templates
 from leadd.config import Config, Location, SequenceStep
 from leadd.store.outreach_models import TouchPoint
 
@@ -48,7 +49,8 @@ def build_context(
     hours: compliance.BusinessHours,
     now: dt.datetime,
 ) -> dict[str, Any]:
-    token = tp.chat_token
+    # chat (issue 10): the link token is derived again; only its hash is stored
+    token = chatlinks.link_token(cfg, tp.lead_id, tp.chat_token_hash)
     return templates.build_context(
         customer={"first_name": tp.first_name, "last_name": tp.last_name},
         vehicle=tp.vehicle or {},

@@ -28,6 +28,7 @@ from urllib.parse import quote
 
 import aiohttp
 
+from leadd import metrics
 from leadd.backoff import Backoff
 from leadd.logs import get_logger
 from leadd.ratelimit import RateLimiter
@@ -232,6 +233,7 @@ class ShopmonkeyClient:
                 status, headers, text = await self._send(url, params)
             except (TimeoutError, aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as e:
                 reason = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+                metrics.PROVIDER_RETRIES.labels("shopmonkey", "transport").inc()
                 await self._retry_wait(path, attempt, reason, None, pause=False)
                 continue
 
@@ -242,6 +244,8 @@ class ShopmonkeyClient:
                 # 403 here has a non-JSON body: a Cloudflare/WAF page, i.e. edge throttling.
                 throttled = status in (429, 403)
                 retry_after = _retry_after(headers.get("Retry-After")) if throttled else None
+                kind = "throttled" if throttled else "server"
+                metrics.PROVIDER_RETRIES.labels("shopmonkey", kind).inc()
                 await self._retry_wait(path, attempt, f"HTTP {status}", retry_after, throttled)
                 continue
 

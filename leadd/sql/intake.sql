@@ -81,8 +81,9 @@ UPDATE leads SET order_data = $3, order_version = $4, order_updated_at = $5,
 WHERE tenant_id = $1 AND id = $2;
 
 -- name: insert_lead_event
-INSERT INTO lead_events (tenant_id, lead_id, from_state, to_state, cause, detail)
-VALUES ($1, $2, $3, $4, $5, $6);
+-- $7 actor: the person who caused it (0006), null for leadd and the customer.
+INSERT INTO lead_events (tenant_id, lead_id, from_state, to_state, cause, detail, actor)
+VALUES ($1, $2, $3, $4, $5, $6, $7);
 
 -- ======================================================================= enrichment
 
@@ -106,14 +107,15 @@ RETURNING id, location_id, shopmonkey_order_id, order_data, customer_id, vehicle
 
 -- name: save_enrichment
 -- What enrichment learned, in one statement with what must commit with it: the lead's chat
--- session (an unguessable chat-link token, and by column default an unsubscribe one; here
+-- session (the hash of its chat-link token $12, the link expiring at $15 (chat, 0010), and by
+-- column default an unsubscribe token; here
 -- rather than in insert_lead to keep the webhook's transaction small) and, when $14, dedupe of people: the
 -- oldest open, unattached lead of the same phone or e-mail within the window ($13 s) becomes
 -- this lead's `attached_to`, and this lead's pending touch points are cancelled. Leaving
 -- 'pending' releases the touch points, so a duplicate can never be texted in between.
 WITH chat AS (
-    INSERT INTO chat_sessions (id, tenant_id, lead_id, token)
-    VALUES (gen_random_uuid(), $1, $2, $12)
+    INSERT INTO chat_sessions (id, tenant_id, lead_id, token_hash, expires_at)
+    VALUES (gen_random_uuid(), $1, $2, $12, $15)
     ON CONFLICT (tenant_id, lead_id) DO NOTHING
 ), other AS (
     SELECT id FROM leads

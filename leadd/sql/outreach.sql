@@ -40,7 +40,7 @@ WITH claimed AS (
 SELECT c.*, NULL::timestamptz AS prev_claimed_at,
        l.state AS lead_state, l.location_id, l.first_name, l.last_name, l.phone, l.email,
        l.vehicle, l.services, l.order_number, l.attached_to, l.created_at AS lead_created_at,
-       cs.token AS chat_token, cs.unsubscribe_token
+       cs.token_hash AS chat_token_hash, cs.unsubscribe_token  -- chat (0010): only the hash
 FROM claimed c
 JOIN leads l ON l.tenant_id = c.tenant_id AND l.id = c.lead_id
 LEFT JOIN chat_sessions cs ON cs.tenant_id = c.tenant_id AND cs.lead_id = c.lead_id;
@@ -69,7 +69,7 @@ WITH old AS (
 SELECT s.*,
        l.state AS lead_state, l.location_id, l.first_name, l.last_name, l.phone, l.email,
        l.vehicle, l.services, l.order_number, l.attached_to, l.created_at AS lead_created_at,
-       cs.token AS chat_token, cs.unsubscribe_token
+       cs.token_hash AS chat_token_hash, cs.unsubscribe_token  -- chat (0010): only the hash
 FROM stale s
 JOIN leads l ON l.tenant_id = s.tenant_id AND l.id = s.lead_id
 LEFT JOIN chat_sessions cs ON cs.tenant_id = s.tenant_id AND cs.lead_id = s.lead_id;

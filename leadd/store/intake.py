@@ -18,7 +18,13 @@ from leadd.lifecycle import TERMINAL, can_transition
 from leadd.logs import get_logger
 from leadd.sequences import PlannedStep
 from leadd.store.core import StoreCore, Tx, affected
-from leadd.store.intake_models import Enrichment, EnrichmentFailure, EnrichmentJob, OrderUpdate
+from leadd.store.intake_models import (
+    ChatLink,
+    Enrichment,
+    EnrichmentFailure,
+    EnrichmentJob,
+    OrderUpdate,
+)
 
 log = get_logger(__name__)
 
@@ -36,25 +42,33 @@ async def advance_in(
     target: str,
     cause: str,
     detail: Mapping[str, Any] | None = None,
+    actor: str | None = None,
 ) -> bool:
     """The lifecycle transition inside a caller's unit of work: lock the lead, and move it to
     `target` if lifecycle.can_transition allows it (with its timeline row; a terminal state
     cancels its open touch points). False: no such lead, or not allowed from its state.
-    For store methods, and for the inbound SMS webhook's transaction until it moves into the
-    conversations store."""
+    For store methods (intake, the conversations store), and for the inbound SMS webhook's
+    transaction until it moves into the conversations store. `actor`: the person who caused
+    it (chat, issue 10: staff:<e-mail> confirming a requested time); None for leadd."""
     row = await tx.fetchrow("lock_lead", lead_id)
     if row is None or not can_transition(row["state"], target):
         return False
-    await _transition(tx, lead_id, row["state"], target, cause, detail or {})
+    await _transition(tx, lead_id, row["state"], target, cause, detail or {}, actor)
     return True
 
 
 async def _transition(
-    tx: Tx, lead_id: uuid.UUID, current: str, target: str, cause: str, detail: Mapping[str, Any]
+    tx: Tx,
+    lead_id: uuid.UUID,
+    current: str,
+    target: str,
+    cause: str,
+    detail: Mapping[str, Any],
+    actor: str | None = None,
 ) -> None:
     """Move a locked lead whose move the caller checked (lifecycle.can_transition)."""
     await tx.execute("set_lead_state", lead_id, target)
-    await tx.execute("insert_lead_event", lead_id, current, target, cause, dict(detail))
+    await tx.execute("insert_lead_event", lead_id, current, target, cause, dict(detail), actor)
     if target in TERMINAL:
         await tx.execute("cancel_lead_touchpoints", lead_id, f"lead {target}")
     log.info("lead.state", lead_id=str(lead_id), from_state=current, to_state=target, cause=cause)
@@ -211,7 +225,7 @@ class IntakeStore(StoreCore):
         lead_id: uuid.UUID,
         *,
         enrichment: Enrichment,
-        chat_token: str,
+        chat: ChatLink,
         dedupe: bool,
         dedupe_window: float,
     ) -> uuid.UUID | None:
@@ -220,19 +234,27 @@ class IntakeStore(StoreCore):
         `dedupe_window` seconds (its scheduled touch points cancelled). Returns the lead it
         was attached to now, if any (sql: save_enrichment says why in one statement)."""
         row = await self._fetchrow(
-            "save_enrichment", lead_id, *_save_args(enrichment, chat_token, dedupe_window), dedupe
+            "save_enrichment",
+            lead_id,
+            *_save_args(enrichment, chat.token_hash, dedupe_window),
+            dedupe,
+            chat.expires_at,
         )
         return None if row is None else row["attached_to"]
 
     async def demo_filter(
-        self, lead_id: uuid.UUID, *, enrichment: Enrichment, chat_token: str
+        self, lead_id: uuid.UUID, *, enrichment: Enrichment, chat: ChatLink
     ) -> bool:
         """demo_mode met a real person: store what enrichment learned and lose the lead
         (cancelling its touch points) in one transaction, so it is never texted in between.
         True when the lead was moved to `lost`."""
         async with self._tx() as tx:
             await tx.execute(
-                "save_enrichment", lead_id, *_save_args(enrichment, chat_token, 0.0), False
+                "save_enrichment",
+                lead_id,
+                *_save_args(enrichment, chat.token_hash, 0.0),
+                False,
+                chat.expires_at,
             )
             return await advance_in(tx, lead_id, target="lost", cause=DEMO_FILTERED)
 
@@ -288,7 +310,7 @@ class IntakeStore(StoreCore):
         await self._execute("finish_job", job_id, status, dict(counts), error)
 
 
-def _save_args(e: Enrichment, chat_token: str, dedupe_window: float) -> tuple[Any, ...]:
+def _save_args(e: Enrichment, chat_token_hash: bytes, dedupe_window: float) -> tuple[Any, ...]:
     """save_enrichment's $3..$13."""
     return (
         e.first_name,
@@ -300,6 +322,6 @@ def _save_args(e: Enrichment, chat_token: str, dedupe_window: float) -> tuple[An
         e.status,
         e.retry_at,
         e.error,
-        chat_token,
+        chat_token_hash,
         dedupe_window,
     )

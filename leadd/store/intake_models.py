@@ -74,3 +74,12 @@ class EnrichmentFailure:
 
     status: str  # failed when given up
     failures: int
+
+
+@dataclass(frozen=True)
+class ChatLink:
+    """A lead's chat session as enrichment creates it (chat, issue 10): the hash of its link's
+    token (leadd/chatlinks.py; the token itself is never stored) and when the link expires."""
+
+    token_hash: bytes
+    expires_at: dt.datetime

@@ -51,7 +51,7 @@ class TouchPoint:
     order_number: str | None
     attached_to: uuid.UUID | None
     lead_created_at: dt.datetime
-    chat_token: str | None
+    chat_token_hash: bytes | None  # the chat link's token is derived again (leadd.chatlinks)
     unsubscribe_token: str | None
 
     @classmethod

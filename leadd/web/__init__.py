@@ -6,6 +6,7 @@ goes to a histogram labelled by route template (never by raw path: no ids in lab
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -106,8 +107,14 @@ async def metrics_handler(request: web.Request) -> web.Response:
 
 
 def create_app(
-    config: Config, *, runtime: RuntimeProvider, readiness: Readiness
+    config: Config,
+    *,
+    runtime: RuntimeProvider,
+    readiness: Readiness,
+    runtime_ready: asyncio.Event | None = None,
 ) -> web.Application:
+    """`runtime_ready`: set once `runtime` returns the Runtime (the pages' live listener waits
+    for it; without it there are no live updates)."""
     guard = ConnectionGuard.from_config(config)
     app = web.Application(
         # The guard inside: its refusals (408, 413, 415) become JSON errors and are measured.
@@ -133,4 +140,7 @@ def create_app(
         return None if rt is None else OpsDeps(rt.config, rt.store, rt.clock, rt.wake)
 
     api.setup_routes(app, config, ops)
+    from leadd.web import pages  # the customer chat page and the staff inbox (issue 10)
+
+    pages.setup(app, runtime_ready)
     return app

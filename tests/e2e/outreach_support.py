@@ -22,6 +22,7 @@ from twilio.request_validator import RequestValidator
 
 from leadd.config import Config
 from leadd.daemon import Daemon
+from leadd.intake import enrichment
 from leadd.loops import touchpoints
 from leadd.providers import sendgrid as sendgrid_module
 from leadd.providers import twilio as twilio_module
@@ -64,13 +65,14 @@ def runtime(
 async def cycle(daemon: Daemon, *, clock: Clock | None = None, full: bool = True) -> Counter[str]:
     """One touch-point cycle run beside the daemon's own loop, as that loop runs it (its
     enrichment, shutdown and wake-up events), on `clock` when given."""
+    rt = runtime(daemon, clock=clock)
     return await touchpoints.run_once(
-        runtime(daemon, clock=clock),
+        rt,
         full=full,
         shutdown=daemon.shutdown,
         wake_event=daemon.wake_touchpoints,
         beat=functools.partial(daemon.supervisor.beat, "touchpoints"),
-        enrich=daemon.enrich,
+        enrich=functools.partial(enrichment.enrich_due, rt),
     )
 
 

@@ -10,6 +10,7 @@ import json
 import uuid
 from typing import Any
 
+from leadd import chatlinks
 from leadd.intake import enrichment
 from leadd.intake.events import OrderEvent
 from leadd.intake.ingest import ingest
@@ -60,8 +61,11 @@ async def test_due_by_the_runtime_clock_and_filled_from_shopmonkey(env: Env) -> 
     assert lead["phone"] == JAMIE_PHONE and lead["email"] == "jamie.rivera@example.com"
     assert lead["vehicle"]["description"] == "2016 Honda Civic"
     assert lead["services"] == [{"name": "Brake inspection", "price": 459.0}]
-    sessions = await env.sql("SELECT token FROM chat_sessions WHERE lead_id = $1", lead_id)
-    assert len(sessions) == 1 and len(sessions[0]["token"]) >= 32
+    # The chat session (0010): its link token's hash, expiring chat.link_ttl after the clock.
+    sessions = await env.sql("SELECT * FROM chat_sessions WHERE lead_id = $1", lead_id)
+    assert len(sessions) == 1
+    assert sessions[0]["token_hash"] == chatlinks.session_hash(env.rt.config, lead_id)
+    assert sessions[0]["expires_at"] == T0 + dt.timedelta(seconds=env.rt.config.chat.link_ttl)
     env.clock.advance(86400)
     assert await enrichment.enrich_due(env.rt) == 0
     assert env.wakes == []  # enrichment runs in the send loop: it never wakes that loop

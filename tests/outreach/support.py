@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 
+from leadd import chatlinks
 from leadd.config import Config
 from tests.conftest import make_config
 from tests.e2e.outreach_support import provider_sections
@@ -84,9 +85,10 @@ async def add_lead(
     )  # fmt: skip
     if unsubscribe_token is not None:
         await conn.execute(
-            """INSERT INTO chat_sessions (id, tenant_id, lead_id, token, unsubscribe_token)
-               VALUES (gen_random_uuid(), $1, $2, $3, $4)""",
-            cfg.tenant.id, lead_id, "chat-" + unsubscribe_token, unsubscribe_token,
+            """INSERT INTO chat_sessions (id, tenant_id, lead_id, token_hash, expires_at,
+                   unsubscribe_token)
+               VALUES (gen_random_uuid(), $1, $2, $3, now() + interval '30 days', $4)""",
+            cfg.tenant.id, lead_id, chatlinks.session_hash(cfg, lead_id), unsubscribe_token,
         )  # fmt: skip
     return lead_id
 
