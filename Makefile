@@ -12,6 +12,10 @@ PYZ := dist/leadd.pyz
 STARTUP_ARGS ?=
 WEBHOOK_ARGS ?=
 OUTREACH_ARGS ?=
+SPEED_ARGS ?=
+DISPATCH_ARGS ?=
+# Marks an install of the `bench` extra (procrastinate, for the dispatch comparison).
+BENCH_INSTALLED := $(VENV)/.bench-installed
 
 .PHONY: help install lint format typecheck test bench run dist clean
 
@@ -21,8 +25,9 @@ help:
 	@echo "format    ruff format (rewrites files)"
 	@echo "typecheck mypy --strict on the package"
 	@echo "test      the test suite (the README's command)"
-	@echo "bench     start-up, webhook and outreach benchmarks (numbers to stdout; needs"
-	@echo "          PostgreSQL: \$$LEADD_TEST_DATABASE_URL, else postgres@127.0.0.1:5432)"
+	@echo "bench     start-up, webhook, outreach, speed-to-lead and dispatch benchmarks (numbers"
+	@echo "          to stdout; needs PostgreSQL: \$$LEADD_TEST_DATABASE_URL, else"
+	@echo "          postgres@127.0.0.1:5432; installs the bench extra: procrastinate)"
 	@echo "run       leadd run (demo defaults without config.yaml)"
 	@echo "dist      $(PYZ): one file with every dependency, for $(DIST_PYTHON)"
 	@echo "clean     remove build output (dist/, build/), not $(VENV)"
@@ -50,10 +55,16 @@ test: $(INSTALLED)
 	$(VENV)/bin/pytest -q
 
 # As modules from the repository root: the benchmarks reuse tests/ (fakes, fixtures).
-bench: $(INSTALLED)
+$(BENCH_INSTALLED): pyproject.toml | $(INSTALLED)
+	$(VENV)/bin/pip install -e '.[test,bench]'
+	touch $@
+
+bench: $(INSTALLED) $(BENCH_INSTALLED)
 	$(PY) -m bench.startup $(STARTUP_ARGS)
 	$(PY) -m bench.webhooks $(WEBHOOK_ARGS)
 	$(PY) -m bench.outreach $(OUTREACH_ARGS)
+	$(PY) -m bench.speed_to_lead $(SPEED_ARGS)
+	$(PY) -m bench.dispatch_vs_procrastinate $(DISPATCH_ARGS)
 
 run: $(INSTALLED)
 	$(VENV)/bin/leadd run

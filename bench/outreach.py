@@ -34,7 +34,7 @@ import aiohttp
 import asyncpg
 
 from leadd import phones
-from leadd.providers.shopmonkey import sign_webhook
+from leadd.providers.shopmonkey_webhook import sign_webhook
 from tests.conftest import _with_db, base_config, free_port
 from tests.fakes.twilio import FakeTwilio
 from tests.helpers import DaemonProcess, wait_for

@@ -22,30 +22,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as bench/<file>.py
+
+from bench.common import ROOT, admin, database_server, free_port, with_db
+from bench.common import wait_http_ok as wait_ready
+
 TENANT = "6f1c1c53-3f3e-4d0a-9d7e-0a6b1b1e0b02"
 PATH = "/webhooks/shopmonkey/order"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def rss_mib(pid: int) -> float:
@@ -53,36 +47,6 @@ def rss_mib(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError("no VmRSS")
-
-
-def with_db(url: str, name: str) -> str:
-    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
-
-
-async def admin(url: str, *statements: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(url)
-    try:
-        for statement in statements:
-            await conn.execute(statement)
-    finally:
-        await conn.close()
-
-
-def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"leadd exited with {proc.returncode} before it was ready")
-        try:
-            with urllib.request.urlopen(url, timeout=1) as r:
-                if r.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.1)
-    raise SystemExit(f"{url} not ready within {timeout}s")
 
 
 async def stalled_client(port: int, body_bytes: int, release: asyncio.Event) -> str:
@@ -171,12 +135,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, default=400)
     parser.add_argument("--body-bytes", type=int, default=1_000_000)
-    parser.add_argument(
-        "--database-url",
-        default=os.environ.get(
-            "LEADD_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"
-        ),
-    )
+    parser.add_argument("--database-url", default=database_server())
     parser.add_argument("--unlimited", action="store_true", help="limits no client reaches")
     parser.add_argument(
         "--glibc-default", action="store_true", help="without the units' MALLOC_MMAP_THRESHOLD_"

@@ -21,7 +21,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,17 +30,14 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as bench/<file>.py
+
+from bench.common import database_server, free_port, with_db
+
 BENCH_DB = "leadd_bench"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def config(state_dir: Path, database_url: str | None) -> dict[str, Any]:
@@ -157,7 +153,7 @@ async def scratch_database(url: str, *, create: bool) -> str:
             await conn.execute(f'CREATE DATABASE "{BENCH_DB}"')
     finally:
         await conn.close()
-    return urlunsplit(urlsplit(url)._replace(path=f"/{BENCH_DB}"))
+    return with_db(url, BENCH_DB)
 
 
 def fmt(values: list[float]) -> str:
@@ -201,12 +197,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--idle", type=float, default=10.0)
-    parser.add_argument(
-        "--database-url",
-        default=os.environ.get(
-            "LEADD_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"
-        ),
-    )
+    parser.add_argument("--database-url", default=database_server())
     args = parser.parse_args()
     external = asyncio.run(scratch_database(args.database_url, create=True))
     try:

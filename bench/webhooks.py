@@ -16,8 +16,13 @@ touch-point loop, woken by each new lead, only enriches (from the order) and sen
 The minimal handler ("the ceiling") verifies the same HMAC, parses the JSON and inserts one
 row with asyncpg, with the daemon's pool size; nothing else.
 
-At the end the rows in each database are counted and compared with the 2xx answers.
-Prints a markdown table.
+At the end the rows in each database are counted and compared with the 2xx answers, and
+every 2xx is checked to be a row: the load generator records the id in each 2xx answer it
+receives (the daemon's leadId; the minimal handler echoes the order id) and each is looked up
+in the database. (Requests still in flight when wrk stops a level are finished by the server
+but never seen by wrk: rows may exceed the 2xx count by that many.) Prints a
+markdown table and the issue 11 targets at c=32 (>= 1.0x the minimal handler, p99 < 50 ms,
+0 lost).
 """
 
 from __future__ import annotations
@@ -30,27 +35,27 @@ import hashlib
 import hmac
 import json
 import os
-import platform
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
 import urllib.request
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as bench/<file>.py
+
+from bench.common import ROOT, database_server, fetch_value, free_port, wait_http_ok, with_db
+from bench.common import machine as describe_machine
+
 SECRET = "bench-secret"
 PATH = "/webhooks/shopmonkey/order"
 TENANT = "6f1c1c53-3f3e-4d0a-9d7e-0a6b1b1e0b01"
@@ -61,7 +66,10 @@ WRK_LUA = r"""
 local reqs = {}
 local n, i = 0, 0
 local wrapped = 0
+local ids = nil
 function init(args)
+  -- args[2]: where each 2xx answer's id goes (leadId, or the minimal handler's id), one a line
+  if args[2] then ids = assert(io.open(args[2], "a")) end
   local f = assert(io.open(args[1], "r"))
   for line in f:lines() do
     local id, ts, sig, body = line:match("^([^\t]*)\t([^\t]*)\t([^\t]*)\t(.*)$")
@@ -78,46 +86,17 @@ function request()
   if i > n then i = 1; wrapped = wrapped + 1 end
   return reqs[i]
 end
+function response(status, headers, body)
+  if ids and status >= 200 and status < 300 then
+    ids:write((body:match('"leadId"%s*:%s*"([^"]+)"') or body:match('"id"%s*:%s*"([^"]+)"') or "-") .. "\n")
+  end
+end
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def with_db(url: str, name: str) -> str:
-    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
-
-
-def psql(url: str, sql: str) -> str:
-    """Run one statement through asyncpg in a throwaway loop; return the first value."""
-    import asyncpg
-
-    async def go() -> str:
-        conn = await asyncpg.connect(url)
-        try:
-            return str(await conn.fetchval(sql))
-        finally:
-            await conn.close()
-
-    return asyncio.run(go())
-
-
-def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"server exited with {proc.returncode} before it was ready")
-        try:
-            with urllib.request.urlopen(url, timeout=1) as r:
-                if r.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.1)
-    raise SystemExit(f"{url} not ready within {timeout}s")
+def psql(url: str, sql: str, *args: Any) -> str:
+    """Run one statement in a throwaway loop; return the first value."""
+    return str(asyncio.run(fetch_value(url, sql, *args)))
 
 
 def order_body(now: str) -> tuple[str, bytes]:
@@ -199,7 +178,9 @@ def _ms(text: str) -> float:
     return float(m.group(1)) * _UNITS[m.group(2)]
 
 
-def run_wrk(url: str, concurrency: int, duration: float, data: Path, lua: Path) -> Result:
+def run_wrk(
+    url: str, concurrency: int, duration: float, data: Path, lua: Path, ids: Path
+) -> Result:
     cmd = [
         "wrk",
         "-t1",
@@ -213,6 +194,7 @@ def run_wrk(url: str, concurrency: int, duration: float, data: Path, lua: Path) 
         url,
         "--",
         str(data),
+        str(ids),
     ]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     total = re.search(r"(\d+) requests in ([\d.]+)(ms|s|m)", out)
@@ -234,10 +216,19 @@ def run_wrk(url: str, concurrency: int, duration: float, data: Path, lua: Path) 
     )
 
 
-def run_python_client(url: str, concurrency: int, duration: float, data: Path) -> Result:
+def run_python_client(url: str, concurrency: int, duration: float, data: Path, ids: Path) -> Result:
     """Fallback without wrk: aiohttp workers in a child process (not this one's loop)."""
     out = subprocess.run(
-        [sys.executable, __file__, "--client", url, str(concurrency), str(duration), str(data)],
+        [
+            sys.executable,
+            __file__,
+            "--client",
+            url,
+            str(concurrency),
+            str(duration),
+            str(data),
+            str(ids),
+        ],
         capture_output=True,
         text=True,
         check=True,
@@ -247,11 +238,12 @@ def run_python_client(url: str, concurrency: int, duration: float, data: Path) -
 
 
 async def _client(
-    url: str, concurrency: int, duration: float, lines: list[bytes]
+    url: str, concurrency: int, duration: float, lines: list[bytes], ids: Path
 ) -> dict[str, Any]:
     import aiohttp
 
     latencies: list[float] = []
+    answered: list[str] = []
     non_2xx = 0
     index = 0
     deadline = time.perf_counter() + duration
@@ -269,9 +261,12 @@ async def _client(
             }
             start = time.perf_counter()
             async with session.post(url, data=body, headers=headers) as r:
-                await r.read()
+                answer = await r.read()
                 if not 200 <= r.status < 400:
                     non_2xx += 1
+                else:
+                    fields = json.loads(answer)
+                    answered.append(str(fields.get("leadId") or fields.get("id") or "-"))
             latencies.append((time.perf_counter() - start) * 1000)
 
     start = time.perf_counter()
@@ -279,6 +274,8 @@ async def _client(
     async with aiohttp.ClientSession(connector=connector) as session:
         await asyncio.gather(*(worker(session) for _ in range(concurrency)))
     seconds = time.perf_counter() - start
+    with ids.open("a") as f:
+        f.writelines(a + "\n" for a in answered)
     q = statistics.quantiles(latencies, n=100)
     return {
         "requests": len(latencies),
@@ -317,7 +314,7 @@ def minimal_server(port: int, database_url: str, pool_max: int) -> None:
                 payload["data"]["id"],
                 raw.decode(),
             )
-        return web.json_response({"success": True})
+        return web.json_response({"success": True, "id": payload["data"]["id"]})
 
     async def healthz(request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
@@ -339,6 +336,24 @@ def minimal_server(port: int, database_url: str, pool_max: int) -> None:
 
 
 # --------------------------------------------------------------------------- orchestration
+
+
+@dataclass(frozen=True)
+class Answers:
+    """The ids in a server's 2xx answers (the leadId, or the minimal handler's order id),
+    checked against its database: every 2xx must be a row, in flight at wrk's stop or not."""
+
+    recorded: int  # 2xx answers whose body the load generator saw
+    without_id: int
+    distinct: int
+    found: int  # distinct ids present in the database
+
+    @classmethod
+    def check(cls, ids: Path, database_url: str, count_query: str) -> Answers:
+        lines = ids.read_text().split() if ids.exists() else []
+        named = sorted({x for x in lines if x != "-"})
+        found = int(psql(database_url, count_query, named)) if named else 0
+        return cls(len(lines), sum(1 for x in lines if x == "-"), len(named), found)
 
 
 def daemon_config(port: int, database_url: str, state_dir: Path, log_level: str) -> dict[str, Any]:
@@ -392,31 +407,40 @@ def bench_server(
     args: argparse.Namespace,
     workdir: Path,
     log_path: Path,
+    ids: Path,
     metrics_url: str | None = None,
 ) -> tuple[list[Result], int, int | None]:
     """Start a server, warm it up, run every concurrency level; return results, the number
     of 2xx answers wrk saw (warm-up included) and, for leadd, the server's own count of
     webhooks answered with a new leadId (which also covers requests still in flight when
-    wrk stopped, that wrk does not count)."""
+    wrk stopped, that wrk does not count). The id in every 2xx answer goes to `ids`."""
     lua = workdir / "bench.lua"
     lua.write_text(WRK_LUA)
     use_wrk = shutil.which("wrk") is not None and not args.python_client
+    # This checkout's leadd first, even when the venv's editable install is another one.
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
     with log_path.open("ab") as log:
-        proc = subprocess.Popen(cmd, cwd=workdir, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            cmd,
+            cwd=workdir,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONPATH": path},
+        )
     results: list[Result] = []
     accepted = 0
     created: int | None = None
     try:
-        wait_ready(ready_url, proc)
+        wait_http_ok(ready_url, proc)
         levels = [(16, args.warmup, True)] + [(c, args.duration, False) for c in args.concurrency]
         for c, duration, warmup in levels:
             data = workdir / f"{name}-{c}-{int(warmup)}.tsv"
             count = int(PER_SECOND * duration) + 1000
             presign(data, count)
             if use_wrk:
-                r = run_wrk(url, c, duration, data, lua)
+                r = run_wrk(url, c, duration, data, lua, ids)
             else:
-                r = run_python_client(url, c, duration, data)
+                r = run_python_client(url, c, duration, data, ids)
             r.wrapped = r.requests > count
             data.unlink()
             accepted += r.accepted
@@ -450,30 +474,19 @@ def bench_server(
 
 
 def machine() -> str:
-    model = "unknown"
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    with open("/proc/meminfo") as f:
-        mem_kb = int(f.readline().split()[1])
     wrk = "wrk " + (
         subprocess.run(["wrk", "--version"], capture_output=True, text=True).stdout.split()[1]
         if shutil.which("wrk")
         else "(absent: Python client)"
     )
-    return (
-        f"nproc {os.cpu_count()}, CPU {model!r}, RAM {mem_kb / 1048576:.1f} GiB, "
-        f"Python {platform.python_version()}, {wrk}"
-    )
+    return f"{describe_machine()}, {wrk}"
 
 
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "--client":
-        url, c, duration, data = sys.argv[2:6]
+        url, c, duration, data, ids = sys.argv[2:7]
         lines = Path(data).read_bytes().splitlines()
-        print(json.dumps(asyncio.run(_client(url, int(c), float(duration), lines))))
+        print(json.dumps(asyncio.run(_client(url, int(c), float(duration), lines, Path(ids)))))
         return 0
     if len(sys.argv) > 1 and sys.argv[1] == "--minimal-server":
         minimal_server(int(sys.argv[2]), sys.argv[3], int(sys.argv[4]))
@@ -485,12 +498,7 @@ def main() -> int:
     parser.add_argument(
         "--concurrency", type=lambda s: [int(x) for x in s.split(",")], default=[1, 16, 32, 64]
     )
-    parser.add_argument(
-        "--database-url",
-        default=os.environ.get(
-            "LEADD_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"
-        ),
-    )
+    parser.add_argument("--database-url", default=database_server())
     parser.add_argument("--log-level", default="info", help="the daemon's logging.level")
     parser.add_argument("--python-client", action="store_true", help="do not use wrk")
     parser.add_argument("--only", choices=["leadd", "minimal"], default=None)
@@ -504,6 +512,7 @@ def main() -> int:
     print(f"machine: {machine()}", file=sys.stderr)
     results: dict[str, list[Result]] = {}
     counts: dict[str, tuple[int, int, int | None]] = {}
+    answers: dict[str, Answers] = {}
     try:
         if args.only in (None, "leadd"):
             port = free_port()
@@ -521,10 +530,16 @@ def main() -> int:
                 args,
                 workdir,
                 workdir / "leadd.log",
+                workdir / "leadd-ids.txt",
                 f"http://127.0.0.1:{port}/metrics",
             )
             results["leadd"] = res
             counts["leadd"] = (ok, int(psql(url, "SELECT count(*) FROM leads")), created)
+            answers["leadd"] = Answers.check(
+                workdir / "leadd-ids.txt",
+                url,
+                "SELECT count(*) FROM leads WHERE id = ANY($1::uuid[])",
+            )
         if args.only in (None, "minimal"):
             port = free_port()
             url = with_db(args.database_url, dbs["minimal"])
@@ -537,9 +552,15 @@ def main() -> int:
                 args,
                 workdir,
                 workdir / "minimal.log",
+                workdir / "minimal-ids.txt",
             )
             results["minimal"] = res
             counts["minimal"] = (ok, int(psql(url, "SELECT count(*) FROM hooks")), None)
+            answers["minimal"] = Answers.check(
+                workdir / "minimal-ids.txt",
+                url,
+                "SELECT count(*) FROM hooks WHERE id = ANY($1::text[])",
+            )
     finally:
         for db in dbs.values():
             psql(args.database_url, f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
@@ -562,13 +583,30 @@ def main() -> int:
     # the server finishes them: rows may exceed wrk's 2xx count by up to sum(c) + warm-up c.
     in_flight = sum(args.concurrency) + 16
     good = True
-    for name, (ok, rows, created) in counts.items():
-        fine = ok <= rows <= ok + in_flight and (created is None or created == rows)
-        good = good and fine
+    for name, (ok, stored, created) in counts.items():
+        fine = ok <= stored <= ok + in_flight and (created is None or created == stored)
+        a = answers[name]
+        exact = a.recorded == ok and a.without_id == 0 and a.found == a.distinct
+        good = good and fine and exact
         server = "" if created is None else f", {created} answered with a new leadId (server count)"
         print(
-            f"- {name}: {ok} 2xx seen by wrk{server}, {rows} rows in the database: "
+            f"- {name}: {ok} 2xx seen by wrk{server}, {stored} rows in the database: "
             f"{'OK' if fine else 'MISMATCH'}"
+        )
+        print(
+            f"  every 2xx is a row: {a.recorded} 2xx answers recorded ({a.without_id} without "
+            f"an id), {a.distinct} distinct ids, {a.found} of them in the database, "
+            f"{a.distinct - a.found} lost: {'OK' if exact else 'MISMATCH'}"
+        )
+    c32 = {name: {r.concurrency: r for r in rows}.get(32) for name, rows in results.items()}
+    if c32.get("leadd") and c32.get("minimal"):
+        lead, ceiling = c32["leadd"], c32["minimal"]
+        assert lead is not None and ceiling is not None
+        print(
+            f"\nc=32 (issue 11 targets: >= 1.0x the minimal handler, p99 < 50 ms, 0 lost): "
+            f"leadd {lead.rps:,.0f} req/s = {lead.rps / ceiling.rps:.2f}x the minimal handler's "
+            f"{ceiling.rps:,.0f}, p99 {lead.p99_ms:.1f} ms, "
+            f"lost {answers['leadd'].distinct - answers['leadd'].found}"
         )
     print(f"\nlogs and config: {workdir}")
     return 0 if good else 1

@@ -1,5 +1,5 @@
-"""Command line: `leadd run | check-config | migrate | send-test-lead | leads | report`,
-`leadd --version`."""
+"""Command line: `leadd run | check-config | migrate | send-test-lead | leads | report |
+hash-password`, `leadd --version`."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 from leadd import __version__, logs
 from leadd import config as configmod
+from leadd.config.convert import format_duration
 
 EXIT_CONFIG = 2
 
@@ -67,6 +68,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     print(f"sequences:  {len(cfg.sequences)}")
     for name, steps in cfg.sequences.items():
         print(f"  - {name}: " + ", ".join(f"{s.name}({s.channel}+{s.delay:g}s)" for s in steps))
+    ttl = format_duration(cfg.chat.link_ttl)
+    print(f"chat:       {cfg.chat.base_url}/<token> (links expire after {ttl})")
+    print(f"staff:      {len(cfg.staff)} inbox user(s) at {cfg.http.public_url}/inbox")
     for provider, mode in cfg.providers_summary().items():
         print(f"{provider + ':':<11} {mode}")
     for warning in configmod.warnings(cfg):
@@ -95,6 +99,29 @@ def cmd_send_test_lead(args: argparse.Namespace) -> int:
     return asyncio.run(send_test_lead(cfg, url=args.url))
 
 
+def cmd_hash_password(args: argparse.Namespace) -> int:
+    """Print an Argon2id hash for `staff[].password_hash`. The password is asked twice on a
+    terminal, or read as one line from standard input (never from the command line, where
+    other users and the shell history could see it)."""
+    import getpass
+
+    from leadd.conversations.staff import hash_password
+
+    if sys.stdin.isatty():
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Again: ") != password:
+            print("leadd: the passwords differ", file=sys.stderr)
+            return 1
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    try:
+        print(hash_password(password))
+    except ValueError as exc:
+        print(f"leadd: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="leadd", description=__doc__)
     parser.add_argument("--version", action="version", version=f"leadd {__version__}")
@@ -117,6 +144,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from leadd import cli_ops  # leads list|show|set-state|pause|resume, report (issue 9)
 
     cli_ops.register(subparsers, _load)
+    p = subparsers.add_parser(
+        "hash-password", help="print an Argon2id hash for a staff user's password_hash"
+    )
+    p.set_defaults(fn=cmd_hash_password)
     args = parser.parse_args(argv)
     try:
         return int(args.fn(args))

@@ -18,6 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from leadd.config import ApiToken, Config
+from leadd.intake.events import decode_json
 from leadd.logs import get_logger
 from leadd.operations import (
     BadRequest,
@@ -35,7 +36,6 @@ from leadd.operations import optouts as optout_ops
 from leadd.operations import report as report_ops
 from leadd.store import DB_ERRORS
 from leadd.web import json_error
-from leadd.webhooks import decode_json
 
 log = get_logger(__name__)
 

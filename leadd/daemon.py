@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import os
 import signal
 import socket
@@ -32,7 +33,6 @@ from leadd.config import warnings as config_warnings
 from leadd.embedded import EmbeddedPostgres
 from leadd.errors import describe_error
 from leadd.logs import get_logger
-from leadd.operations import OpsDeps
 from leadd.runtime import ProviderHealth, Runtime
 from leadd.sdnotify import Notifier
 from leadd.store import Store
@@ -46,14 +46,15 @@ DB_RETRY = Backoff(base=1.0, cap=30.0, jitter=0.2)
 
 class Daemon:
     def __init__(self, config: Config, *, env: dict[str, str] | None = None) -> None:
-        self.config = config
+        from leadd.chatlinks import with_secret
+
+        self.config = with_secret(config)  # chat links need chat.secret (or the key file)
         self.instance_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.shutdown = asyncio.Event()
         self.supervisor = Supervisor(self.shutdown)
         self.notifier = Notifier(env)
         self.db: Store | None = None
         self.runtime: Runtime | None = None  # what services need, once the database is ready
-        self.ops: OpsDeps | None = None  # the ops API's use cases, once the database is ready
         self.db_problem: str | None = "connecting"
         self.db_ready = asyncio.Event()
         self.http_ready = asyncio.Event()
@@ -70,19 +71,40 @@ class Daemon:
     # ------------------------------------------------------------------ wiring
 
     def _build_services(self) -> None:
-        from leadd.loops import poll, touchpoints
+        from leadd.loops import touchpoints
 
         self.supervisor.add("http", self._serve_http, critical=True)
-        self.supervisor.add("poll", lambda: poll.run(self))
+        self.supervisor.add("poll", self._poll)
         self.supervisor.add("touchpoints", lambda: touchpoints.run(self))
         if self.notifier.watchdog_interval:
             self.supervisor.add("watchdog", self._watchdog)
+
+    async def _poll(self) -> None:
+        from leadd.loops import poll
+
+        if await self.wait_db() is None or self.runtime is None:
+            return  # shutting down before the database was ready
+        beat = functools.partial(self.supervisor.beat, "poll")
+        await poll.run(self.runtime, shutdown=self.shutdown, beat=beat)
+
+    async def enrich(self, limit: int) -> int:
+        """Enrich up to `limit` due leads (for the touch-point loop, which enriches before it
+        sends); how many were claimed."""
+        from leadd.intake import enrichment
+
+        assert self.runtime is not None
+        return await enrichment.enrich_due(self.runtime, limit)
 
     async def _serve_http(self) -> None:
         from leadd.web import GUARD, create_app
         from leadd.web.connections import GuardedSite, ServerLog
 
-        app = create_app(self)
+        app = create_app(
+            self.config,
+            runtime=lambda: self.runtime,
+            readiness=self.readiness,
+            runtime_ready=self.db_ready,  # chat (issue 10): the live listener starts then
+        )
         runner = web.AppRunner(
             app,
             handle_signals=False,
@@ -143,6 +165,17 @@ class Daemon:
         return True
 
     # ------------------------------------------------------------------ readiness
+
+    async def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """For /readyz: ready, and a body saying in words what is wrong (no payload values)."""
+        problems = await self.readiness_problems()
+        body = {
+            "status": "ready" if not problems else "not ready",
+            "problems": problems,
+            "tasks": {n: t.as_json() for n, t in self.supervisor.tasks.items()},
+            "providers": self.config.providers_summary(),
+        }
+        return not problems, body
 
     async def readiness_problems(self) -> dict[str, str]:
         problems: dict[str, str] = {}
@@ -212,7 +245,6 @@ class Daemon:
                     wake=self.wake_touchpoints.set,
                     health=self.health,
                 )
-                self.ops = OpsDeps(self.config, database, wake=self.wake_touchpoints.set)
                 metrics.POOL.source = database.pool_stats
                 self.db_ready.set()
                 log.info("database.ready", embedded=self.config.database.url is None)

@@ -15,14 +15,16 @@ import asyncpg
 from aiohttp import web
 from multidict import MultiDict, MultiDictProxy
 
-from leadd import compliance, leads, metrics
+from leadd import compliance, metrics
+from leadd.conversations import replies
 from leadd.db import Q
+from leadd.intake.events import decode_json
 from leadd.logs import get_logger
 from leadd.providers import sendgrid as sg
 from leadd.providers import twilio as tw
 from leadd.store import DB_ERRORS
-from leadd.web import DAEMON, json_error
-from leadd.webhooks import decode_json
+from leadd.store.core import Tx
+from leadd.web import CONFIG, json_error, runtime_of
 
 log = get_logger(__name__)
 
@@ -119,11 +121,11 @@ def _store_failed(provider: str, exc: BaseException) -> web.Response:
 
 async def _verified_twilio_form(request: web.Request) -> MultiDictProxy[str] | None:
     """The form params if X-Twilio-Signature checks out, else None."""
-    daemon = request.app[DAEMON]
-    token = daemon.config.twilio.auth_token
+    config = request.app[CONFIG]
+    token = config.twilio.auth_token
     form = await _twilio_form(request)
     # Behind a TLS proxy request.url is wrong: sign what Twilio called, our public URL.
-    url = daemon.config.http.public_url + request.raw_path
+    url = config.http.public_url + request.raw_path
     signature = request.headers.get(tw.SIGNATURE_HEADER, "")
     if not token or not signature or not tw.validate_signature(token, url, form, signature):
         metrics.WEBHOOKS_REJECTED.labels("twilio", "signature").inc()
@@ -141,10 +143,10 @@ async def twilio_sms(request: web.Request) -> web.StreamResponse:
     form = await _verified_twilio_form(request)
     if form is None:
         return json_error(403, "invalid Twilio signature")
-    daemon = request.app[DAEMON]
-    db = daemon.db
-    if db is None:
+    rt = runtime_of(request)
+    if rt is None:
         return json_error(503, "database not ready; retry later")
+    db = rt.store
     phone = _field(form, "From", MAX_ADDRESS)
     sid = _field(form, "MessageSid", 64, TWILIO_SID)
     body = _field(form, "Body", MAX_SMS_BODY, required=False)
@@ -173,21 +175,22 @@ async def twilio_sms(request: web.Request) -> web.StreamResponse:
             # "Yes" is an opt-in keyword and also the usual answer to "want us to book it?": it
             # is a reply like any other, so the lead is engaged and automated follow-ups stop.
             if keyword in (None, "opt_in") and lead_id is not None:
-                await leads.advance(db, lead_id, "engaged", "sms.reply", {"message_sid": sid}, conn)
-                # Stop-on-reply: a person is talking now; automated follow-ups would talk over them.
-                await conn.execute(
-                    Q["cancel_lead_touchpoints"], tenant, lead_id, "customer replied"
-                )
+                # The same step as a message on the chat page (leadd.conversations.replies):
+                # engaged, and the automated follow-ups stop (a queued staff message still goes).
+                await replies.customer_replied(
+                    db, lead_id, cause="sms.reply", detail={"message_sid": sid},
+                    tx=Tx(conn, tenant),
+                )  # fmt: skip
     except DB_ERRORS as exc:
         return _store_failed("twilio", exc)
     log.info("sms.inbound", phone=phone, keyword=keyword, lead_id=str(lead_id) if lead_id else None)
     if keyword == "help":
-        return twiml(_help_text(daemon))
+        return twiml(_help_text(rt))
     return twiml()
 
 
-def _help_text(daemon: Any) -> str:
-    cfg = daemon.config
+def _help_text(rt: Any) -> str:
+    cfg = rt.config
     if cfg.compliance.help_text:
         return str(cfg.compliance.help_text)
     loc = cfg.locations[0]
@@ -203,9 +206,10 @@ async def twilio_status(request: web.Request) -> web.StreamResponse:
     form = await _verified_twilio_form(request)
     if form is None:
         return json_error(403, "invalid Twilio signature")
-    db = request.app[DAEMON].db
-    if db is None:
+    rt = runtime_of(request)
+    if rt is None:
         return json_error(503, "database not ready; retry later")
+    db = rt.store
     sid = form.get("MessageSid") or form.get("SmsSid") or ""
     status = form.get("MessageStatus") or form.get("SmsStatus") or ""
     if not TWILIO_SID.fullmatch(sid) or status not in STATUS_RANK:
@@ -244,8 +248,7 @@ class _EmailEvent:
 
 
 async def sendgrid_events(request: web.Request) -> web.StreamResponse:
-    daemon = request.app[DAEMON]
-    key = daemon.config.sendgrid.event_webhook_public_key
+    key = request.app[CONFIG].sendgrid.event_webhook_public_key
     raw = await request.read()
     signature = request.headers.get(sg.SIGNATURE_HEADER, "")
     timestamp = request.headers.get(sg.TIMESTAMP_HEADER, "")
@@ -265,9 +268,10 @@ async def sendgrid_events(request: web.Request) -> web.StreamResponse:
         return json_error(400, str(exc))
     if not isinstance(events, list):
         return json_error(400, "body must be a JSON array of event objects")
-    db = daemon.db
-    if db is None:
+    rt = runtime_of(request)
+    if rt is None:
         return json_error(503, "database not ready; retry later")
+    db = rt.store
     # A batch is many independent records: a bad one is skipped and counted, not the batch.
     parsed = [_email_event(e) for e in events]
     valid = [e for e in parsed if e is not None]
@@ -367,9 +371,10 @@ async def unsubscribe_page(request: web.Request) -> web.Response:
 
 async def unsubscribe(request: web.Request) -> web.Response:
     """POST (also RFC 8058 one-click): opt the lead's e-mail out of all e-mail."""
-    db = request.app[DAEMON].db
-    if db is None:
+    rt = runtime_of(request)
+    if rt is None:
         return json_error(503, "database not ready; retry later")
+    db = rt.store
     token = request.match_info["token"]
     if not UNSUBSCRIBE_TOKEN.fullmatch(token):
         return json_error(404, "unknown unsubscribe link")

@@ -193,6 +193,13 @@ MESSAGES = Counter(
     ["channel", "outcome"],
     registry=REGISTRY,
 )
+PROVIDER_RETRIES = Counter(
+    "leadd_provider_retries_total",
+    "Provider API calls tried again after a transient failure, by provider and reason "
+    "(throttled: 429 or an edge 403; server: 5xx; transport: timeout or connection error).",
+    ["provider", "reason"],
+    registry=REGISTRY,
+)
 PROVIDER_LATENCY = Histogram(
     "leadd_provider_request_duration_seconds",
     "Provider API call latency.",

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
-from leadd import compliance, lifecycle, metrics, phones, sequences, templates
+from leadd import chatlinks, compliance, lifecycle, metrics, phones, sequences, templates
 from leadd.backoff import Backoff
 from leadd.config import Config, Location, SequenceStep
 from leadd.db import Q
@@ -354,7 +354,8 @@ class Outreach:
 
     def context(self, row: asyncpg.Record, location: Location, now: dt.datetime) -> dict[str, Any]:
         cfg = self.cfg
-        token = row["chat_token"]
+        # chat (issue 10): the link token is derived again; only its hash is stored
+        token = chatlinks.link_token(cfg, row["lead_id"], row["chat_token_hash"])
         return templates.build_context(
             customer={"first_name": row["first_name"], "last_name": row["last_name"]},
             vehicle=row["vehicle"] or {},

@@ -19,7 +19,7 @@ from typing import Any
 import aiohttp
 
 from leadd.config import Config
-from leadd.providers.shopmonkey import sign_webhook
+from leadd.providers.shopmonkey_webhook import sign_webhook
 
 
 @dataclass(frozen=True)

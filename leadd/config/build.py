@@ -29,6 +29,7 @@ from leadd.config.model import (
     SequenceStep,
     Service,
     ShopmonkeyConfig,
+    StaffUser,
     TenantConfig,
     TouchpointsConfig,
     TwilioConfig,
@@ -58,9 +59,10 @@ def build(
     touchpoints = root.child("touchpoints").read(TouchpointsConfig)
     compliance = _compliance(root.child("compliance"))
     leads = root.child("leads").read(LeadsConfig)
-    chat = root.child("chat").read(ChatConfig)
+    chat = root.child("chat").read(ChatConfig, {"base_url": f"{http.public_url}/c"})
     sequences = _sequences(root.child("sequences"))
     locations = _locations(root, twilio.from_number, sequences)
+    staff = _staff(root, {loc.id for loc in locations})
     logging_cfg = root.child("logging").read(LoggingConfig)
     cfg = root.read(
         Config,
@@ -75,6 +77,7 @@ def build(
         compliance=compliance,
         leads=leads,
         chat=chat,
+        staff=staff,
         sequences=sequences,
         logging=logging_cfg,
         api=_api(root.child("api")),
@@ -201,6 +204,23 @@ def _locations(root: Node, sms_default: str | None, sequences: Sequences) -> tup
                 f"unknown sequence {loc.sequence!r}; defined: {', '.join(sorted(sequences))}",
             )
     return locations
+
+
+def _staff(root: Node, location_ids: set[str]) -> tuple[StaffUser, ...]:
+    """Inbox users: unique e-mails, and only locations that exist."""
+    staff: list[StaffUser] = []
+    for i, node in enumerate(root.items("staff")):
+        user = node.read(StaffUser)
+        for loc in user.locations or ():
+            if loc not in location_ids:
+                known = ", ".join(sorted(location_ids))
+                node.ctx.problem(
+                    f"staff[{i}].locations", f"unknown location {loc!r}; known: {known}"
+                )
+        if user.email is not None and any(u.email == user.email for u in staff):
+            node.ctx.problem(f"staff[{i}].email", f"{user.email!r} is listed twice")
+        staff.append(user)
+    return tuple(staff)
 
 
 def _location(node: Node, sms_default: str | None) -> Location:

@@ -25,6 +25,7 @@ CHANNELS = ("sms", "email")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+_ARGON2ID = re.compile(r"\$argon2id\$v=\d+\$m=\d+,t=\d+,p=\d+\$[A-Za-z0-9+/]+\$[A-Za-z0-9+/]+")
 
 
 def parse_duration(value: Any) -> float:
@@ -157,6 +158,33 @@ def email(v: Any) -> str:
     if not _EMAIL.fullmatch(s):
         raise ValueError
     return s
+
+
+def email_address(v: Any) -> str:
+    """An e-mail address, lower-cased (staff sign in with it in any case)."""
+    return email(v).lower()
+
+
+def argon2id_hash(v: Any) -> str:
+    s = text(v).strip()
+    if not _ARGON2ID.fullmatch(s):
+        raise ValueError
+    return s
+
+
+def secret_key(v: Any) -> str:
+    """Empty (use the generated key file) or at least 32 characters."""
+    s = text(v).strip()
+    if s and len(s) < 32:
+        raise ValueError
+    return s
+
+
+def staff_locations(v: Any) -> tuple[str, ...] | None:
+    """ "all" (None) or a list of location ids (checked against locations by build)."""
+    if v == "all":
+        return None
+    return str_list(v)
 
 
 def region(v: Any) -> str:

@@ -16,7 +16,8 @@ DEFAULT_SEQUENCE: tuple[SequenceStep, ...] = (
         template=(
             'Hi {{ customer.first_name | default("there") }}, thanks for your request at '
             '{{ location.name }}! We\'re reviewing {{ services.names | default("your estimate") }} '
-            'for your {{ vehicle.description | default("vehicle") }} and will follow up shortly. '
+            'for your {{ vehicle.description | default("vehicle") }}.'
+            "{% if chat.link %} See it, chat with us or book a time: {{ chat.link }}{% endif %} "
             "Questions? Call {{ location.phone }}. Reply STOP to opt out."
         ),
     ),
@@ -31,8 +32,9 @@ DEFAULT_SEQUENCE: tuple[SequenceStep, ...] = (
             "Thanks for reaching out to {{ location.name }}. Here is what we have so far:\n"
             '{{ services.list | default("Estimate in progress") }}\n\n'
             "Today's hours: {{ location.hours_today }}. Questions? Call us at {{ location.phone }}.\n"
-            # Alone on its line: without chat.base_url there is no link, and no line.
-            '{{ chat.link | default("") }}\n'
+            # Alone on its line, and only with a link (chat.base_url defaults to {public_url}/c).
+            "{% if chat.link %}See your estimate, chat with us or book a time: {{ chat.link }}\n"
+            "{% endif %}"
         ),
     ),
     SequenceStep(

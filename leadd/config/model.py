@@ -136,8 +136,35 @@ class LeadsConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class ChatConfig:
-    base_url: str | None = setting(None, convert.http_url, "an http(s):// URL")
-    # chat links are {base_url}/{token}
+    base_url: str = http_url("")  # chat links are {base_url}/{token}; default {public_url}/c
+    link_ttl: float = duration(30 * 86400.0)
+    # Chat link tokens are derived from it (leadd/chatlinks.py). Empty: a random key
+    # kept in {state_dir}/chat-link.key; daemons on different hosts must share one.
+    secret: str = setting("", convert.secret_key, "a random string of at least 32 characters")
+
+
+@dataclass(frozen=True, kw_only=True)
+class StaffUser:
+    """Who may sign in to the inbox. An agent sees the locations listed; a manager sees all."""
+
+    email: str = field(metadata=required(convert.email_address, "an e-mail address"))
+    name: str = field(metadata=required(convert.nonempty, "the name customers see"))
+    password_hash: str = field(
+        metadata=required(convert.argon2id_hash, 'an Argon2id hash from "leadd hash-password"')
+    )
+    # None: every location
+    locations: tuple[str, ...] | None = field(
+        metadata=required(convert.staff_locations, 'a list of location ids, or "all"')
+    )
+    role: str = setting("agent", convert.choice("agent", "manager"), "agent or manager")
+
+    def sees(self, location_id: str) -> bool:
+        return self.visible is None or location_id in self.visible
+
+    @property
+    def visible(self) -> tuple[str, ...] | None:
+        """The locations this person may see; None: all."""
+        return None if self.role == "manager" else self.locations
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -212,11 +239,16 @@ class Config:
     compliance: ComplianceConfig = ComplianceConfig()
     leads: LeadsConfig = LeadsConfig()
     chat: ChatConfig = ChatConfig()
+    staff: tuple[StaffUser, ...] = ()
     sequences: Mapping[str, tuple[SequenceStep, ...]] = field(default_factory=dict)
     logging: LoggingConfig = LoggingConfig()
     api: ApiConfig = ApiConfig()
     shutdown_timeout: float = duration(10.0)
     source: str = "<built-in demo>"
+
+    def staff_user(self, email: str) -> StaffUser | None:
+        wanted = email.strip().lower()
+        return next((s for s in self.staff if s.email == wanted), None)
 
     def location(self, location_id: str | None) -> Location | None:
         return next((loc for loc in self.locations if loc.id == location_id), None)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import asyncpg
 
-from leadd import enrichment, metrics
+from leadd import metrics
 from leadd.logs import get_logger
 from leadd.outreach import Outreach
 
@@ -99,12 +99,10 @@ async def _enrich(daemon: Daemon) -> None:
     each call works through its leads one by one, so a few calls run side by side (their
     claims are disjoint: SKIP LOCKED)."""
     # One claimer first: a lone new lead costs one claim, not ENRICH_WORKERS of them.
-    if await enrichment.enrich_due(daemon, ENRICH_BATCH) < ENRICH_BATCH:
+    if await daemon.enrich(ENRICH_BATCH) < ENRICH_BATCH:
         return
     while not daemon.shutdown.is_set():
-        done = await asyncio.gather(
-            *(enrichment.enrich_due(daemon, ENRICH_BATCH) for _ in range(ENRICH_WORKERS))
-        )
+        done = await asyncio.gather(*(daemon.enrich(ENRICH_BATCH) for _ in range(ENRICH_WORKERS)))
         if max(done) < ENRICH_BATCH:
             return
 

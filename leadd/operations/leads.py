@@ -6,7 +6,6 @@ import datetime as dt
 import uuid
 from dataclasses import dataclass
 
-from leadd import phones
 from leadd.lifecycle import STATES, TERMINAL
 from leadd.operations import params
 from leadd.operations.deps import OpsDeps
@@ -24,7 +23,6 @@ from leadd.store.models import (
 OPERATOR_STATES = ("qualified", "appointment_set", "completed", "lost")
 MAX_REASON = 500
 MAX_SMS_BODY = 1600  # Twilio's limit for one message body
-MIN_DIGITS = 4  # a q with fewer digits is not searched as part of a phone number
 MAX_Q = 100
 
 
@@ -67,17 +65,11 @@ async def list_leads(
 
 
 def _search(deps: OpsDeps, q: str | None) -> LeadSearch | None:
-    """q on the normalised forms: the E.164 phone (phones.normalize), the lower-cased e-mail
-    and name, and q's digits inside a phone (for a partial number)."""
+    """q on the normalised forms (LeadSearch.of, shared with the inbox): the E.164 phone, the
+    lower-cased e-mail and name, and q's digits inside a phone (for a partial number)."""
     if q is None:
         return None
-    text = params.text("q", q, MAX_Q)
-    digits = "".join(c for c in text if c.isdigit())
-    return LeadSearch(
-        text=text.lower(),
-        phone=phones.normalize(text, deps.config.leads.default_region),
-        digits=digits if len(digits) >= MIN_DIGITS else None,
-    )
+    return LeadSearch.of(params.text("q", q, MAX_Q), deps.config.leads.default_region)
 
 
 async def show_lead(deps: OpsDeps, lead_id: uuid.UUID) -> LeadDetail:

@@ -1,4 +1,4 @@
-"""Shopmonkey API v3 client and webhook signature verification.
+"""Shopmonkey API v3 client: orders, customers, vehicles and services, read with retries.
 
 Shopmonkey fails quietly: a wrong filter operator, camelCase `orderBy`, `limit` > 100
 or `offset` all return HTTP 200 with the wrong rows. This client sends only the forms
@@ -11,29 +11,24 @@ Throttling comes from two places: the API itself and a Cloudflare edge that answ
 down": every caller of the client is paused through the shared `RateLimiter`, and the
 request is retried with `Retry-After` or jittered exponential backoff.
 
-See /work/shared/reference/shopmonkey.md for the facts and their sources.
+Webhook signatures are in `shopmonkey_webhook`; reading the customers and vehicles this client
+returns (primary phone, model year) is intake's boundary (`leadd.intake.coerce`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import contextlib
 import email.utils
-import hashlib
-import hmac
 import json
-import re
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Literal
 from urllib.parse import quote
 
 import aiohttp
 
+from leadd import metrics
 from leadd.backoff import Backoff
 from leadd.logs import get_logger
 from leadd.ratelimit import RateLimiter
@@ -48,17 +43,6 @@ MAX_PAGES = 100
 # Retry-After from the server is honoured, but never beyond this, so one bad header
 # cannot park the poll loop for hours.
 MAX_RETRY_AFTER = 600.0
-WEBHOOK_TOLERANCE_SECONDS = 300
-LEGACY_SIGNATURE_HEADER = "X-Shopmonkey-Signature"
-# How long a legacy-signed body is remembered. Its signature never expires, so this bounds
-# only the table; a replay after it is still ordered by meta.version/updatedDate (not newer:
-# no change) and at worst re-runs an ingestion that was already done.
-LEGACY_REPLAY_MEMORY = 7 * 86400.0
-_WHSEC_PREFIX = "whsec_"
-# Unix seconds; bounded so int() stays cheap (Python refuses over 4,300 digits: a 500).
-_TIMESTAMP = re.compile(r"[0-9]{1,12}")
-_YEAR = re.compile(r"[0-9]{4}")
-MIN_MODEL_YEAR, MAX_MODEL_YEAR = 1886, 2100
 
 SleepFn = Callable[[float], Awaitable[Any]]
 
@@ -249,6 +233,7 @@ class ShopmonkeyClient:
                 status, headers, text = await self._send(url, params)
             except (TimeoutError, aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as e:
                 reason = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+                metrics.PROVIDER_RETRIES.labels("shopmonkey", "transport").inc()
                 await self._retry_wait(path, attempt, reason, None, pause=False)
                 continue
 
@@ -259,6 +244,8 @@ class ShopmonkeyClient:
                 # 403 here has a non-JSON body: a Cloudflare/WAF page, i.e. edge throttling.
                 throttled = status in (429, 403)
                 retry_after = _retry_after(headers.get("Retry-After")) if throttled else None
+                kind = "throttled" if throttled else "server"
+                metrics.PROVIDER_RETRIES.labels("shopmonkey", kind).inc()
                 await self._retry_wait(path, attempt, f"HTTP {status}", retry_after, throttled)
                 continue
 
@@ -399,224 +386,3 @@ def _check_row(row: Any, field: str, floor: datetime, sent: str) -> None:
             f"GET /order returned order {row.get('id')!r:.80} with {field}={row.get(field)!r:.80}, "
             f"outside the filter {field} >= {sent}: the API ignored the filter"
         )
-
-
-# -- pure helpers ------------------------------------------------------------------
-
-
-def primary_phone(customer: Mapping[str, Any]) -> str | None:
-    """The customer's primary phone (E.164), else the first one listed, else None.
-
-    Shopmonkey keeps phones in `phoneNumbers[]`; the top-level `phone` is normally null
-    but is used as a last resort.
-    """
-    return _primary(customer.get("phoneNumbers"), "number") or _str_or_none(customer.get("phone"))
-
-
-def primary_email(customer: Mapping[str, Any]) -> str | None:
-    """The customer's primary e-mail, else the first one listed, else None."""
-    return _primary(customer.get("emails"), "email") or _str_or_none(customer.get("email"))
-
-
-def _primary(entries: Any, key: str) -> str | None:
-    if not isinstance(entries, list):
-        return None
-    usable = [e for e in entries if isinstance(e, dict) and _str_or_none(e.get(key))]
-    for entry in usable:
-        if entry.get("primary") is True:
-            return str(entry[key]).strip()
-    return str(usable[0][key]).strip() if usable else None
-
-
-def _str_or_none(value: Any) -> str | None:
-    return value.strip() or None if isinstance(value, str) else None
-
-
-def vehicle_summary(vehicle: Mapping[str, Any]) -> dict[str, Any]:
-    """`{year, make, model, description}`; description reads like "2016 Honda Civic Si",
-    the same shape as Shopmonkey's `generatedVehicleName`, or None when nothing is known."""
-    year_raw = vehicle.get("year")
-    if isinstance(year_raw, str) and _YEAR.fullmatch(year_raw.strip()):
-        year_raw = int(year_raw.strip())
-    # Only a model year a car can have: "²".isdigit() is true and int("9" * 5000) raises.
-    year: int | None = None
-    if isinstance(year_raw, int) and not isinstance(year_raw, bool):
-        year = year_raw if MIN_MODEL_YEAR <= year_raw <= MAX_MODEL_YEAR else None
-    make = _str_or_none(vehicle.get("make"))
-    model = _str_or_none(vehicle.get("model"))
-    submodel = _str_or_none(vehicle.get("submodel"))
-    parts = [str(year) if year is not None else None, make, model, submodel]
-    description = " ".join(p for p in parts if p) or None
-    return {"year": year, "make": make, "model": model, "description": description}
-
-
-# -- webhooks ----------------------------------------------------------------------
-
-
-class WebhookSignatureError(Exception):
-    """A webhook failed verification; `reason` is short and safe to log or return."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-@dataclass(frozen=True)
-class VerifiedDelivery:
-    """A delivery whose signature passed, and what to remember so that a replay of it is
-    recognised: `digest` (of the webhook-id, or of a legacy-signed body) until `expires_at`
-    (unix time), after which the same signature no longer passes (Standard Webhooks) or
-    after LEGACY_REPLAY_MEMORY (legacy signatures carry no timestamp)."""
-
-    digest: bytes
-    expires_at: float
-    legacy: bool = False
-
-
-def verify_webhook(
-    headers: Mapping[str, str],
-    body: bytes,
-    secrets: Sequence[str],
-    *,
-    now: float,
-    tolerance: int = WEBHOOK_TOLERANCE_SECONDS,
-    allow_legacy: bool = False,
-) -> VerifiedDelivery:
-    """Raise WebhookSignatureError unless `body` was signed with one of `secrets`; return
-    what identifies this delivery for replay detection.
-
-    Standard Webhooks headers (`webhook-id`, `webhook-timestamp`, `webhook-signature`)
-    are what Shopmonkey documents; when they are present they are the only thing
-    checked, because they carry the timestamp that stops replays. The legacy
-    `X-Shopmonkey-Signature` hex HMAC is accepted only when they are absent, and only with
-    `allow_legacy`: it has no timestamp, so a captured body could be replayed forever; the
-    caller can only remember its digest for LEGACY_REPLAY_MEMORY.
-
-    Every secret is tried so a secret can be rotated without dropping deliveries. For
-    the key, both readings seen in the wild are accepted: the secret's UTF-8 bytes
-    (what partners verified) and, for `whsec_` secrets, the base64-decoded bytes
-    (the Standard Webhooks spec).
-    """
-    keys = [k for s in secrets if s for k in _secret_keys(s)]
-    if not keys:
-        raise WebhookSignatureError("no webhook secret configured")
-
-    msg_id = _header(headers, "webhook-id")
-    timestamp = _header(headers, "webhook-timestamp")
-    signature = _header(headers, "webhook-signature")
-    if msg_id is not None or timestamp is not None or signature is not None:
-        if not msg_id or not timestamp or not signature:
-            raise WebhookSignatureError("missing signature headers")
-        _verify_standard(msg_id, timestamp, signature, body, keys, now=now, tolerance=tolerance)
-        # The id is signed, so a replay carries the same one. Its signature passes while the
-        # signed timestamp is within `tolerance` of the clock, and that timestamp is within
-        # `tolerance` of now: remembering it for 2 x tolerance outlives every replay.
-        digest = hashlib.sha256(b"webhook-id\x00" + msg_id.encode("utf-8", "replace")).digest()
-        return VerifiedDelivery(digest, now + 2 * tolerance)
-
-    legacy = _header(headers, LEGACY_SIGNATURE_HEADER)
-    if legacy is None:
-        raise WebhookSignatureError("missing signature headers")
-    if not allow_legacy:
-        raise WebhookSignatureError(
-            f"{LEGACY_SIGNATURE_HEADER} is not accepted (no timestamp, so replayable); "
-            "sign with webhook-id/-timestamp/-signature or set "
-            "shopmonkey.accept_legacy_signature"
-        )
-    _verify_legacy(legacy, body, keys)
-    digest = hashlib.sha256(b"legacy-body\x00" + body).digest()
-    return VerifiedDelivery(digest, now + LEGACY_REPLAY_MEMORY, legacy=True)
-
-
-def sign_webhook(body: bytes, secret: str, *, msg_id: str, timestamp: int) -> dict[str, str]:
-    """The three Standard Webhooks headers for `body`, as Shopmonkey would send them.
-
-    A `whsec_` secret is used the Standard Webhooks way (decoded bytes); any other
-    secret as UTF-8 bytes. `verify_webhook` accepts both.
-    """
-    key = _secret_keys(secret)[-1]
-    digest = _hmac(key, f"{msg_id}.{timestamp}.".encode() + body)
-    return {
-        "webhook-id": msg_id,
-        "webhook-timestamp": str(timestamp),
-        "webhook-signature": "v1," + base64.b64encode(digest).decode("ascii"),
-    }
-
-
-def _verify_standard(
-    msg_id: str,
-    timestamp: str,
-    signature: str,
-    body: bytes,
-    keys: list[bytes],
-    *,
-    now: float,
-    tolerance: int,
-) -> None:
-    timestamp = timestamp.strip()
-    if not _TIMESTAMP.fullmatch(timestamp):
-        raise WebhookSignatureError("invalid timestamp")
-    if abs(now - int(timestamp)) > tolerance:
-        raise WebhookSignatureError("timestamp outside tolerance")
-
-    candidates: list[bytes] = []
-    for entry in signature.split():
-        version, _, encoded = entry.partition(",")
-        if version != "v1":
-            continue
-        try:
-            candidates.append(base64.b64decode(encoded, validate=True))
-        except (binascii.Error, ValueError):
-            continue
-    if not candidates:
-        raise WebhookSignatureError("malformed signature header")
-
-    signed = f"{msg_id}.{timestamp}.".encode() + body
-    if not _any_match(keys, signed, candidates):
-        raise WebhookSignatureError("no signature matched")
-
-
-def _verify_legacy(value: str, body: bytes, keys: list[bytes]) -> None:
-    value = value.strip()
-    if value[:7].lower() == "sha256=":
-        value = value[7:]
-    try:
-        candidate = bytes.fromhex(value)
-    except ValueError:
-        raise WebhookSignatureError("malformed signature header") from None
-    if not _any_match(keys, body, [candidate]):
-        raise WebhookSignatureError("no signature matched")
-
-
-def _any_match(keys: list[bytes], signed: bytes, candidates: list[bytes]) -> bool:
-    # No early exit: the time taken must not hint at which key or entry came close.
-    matched = False
-    for key in keys:
-        expected = _hmac(key, signed)
-        for candidate in candidates:
-            matched |= hmac.compare_digest(expected, candidate)
-    return matched
-
-
-def _hmac(key: bytes, message: bytes) -> bytes:
-    return hmac.new(key, message, hashlib.sha256).digest()
-
-
-def _secret_keys(secret: str) -> list[bytes]:
-    keys = [secret.encode("utf-8")]
-    if secret.startswith(_WHSEC_PREFIX):
-        with contextlib.suppress(binascii.Error, ValueError):
-            keys.append(base64.b64decode(secret[len(_WHSEC_PREFIX) :], validate=True))
-    return keys
-
-
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    """Case-insensitive lookup that works for aiohttp's CIMultiDictProxy and plain dicts."""
-    value = headers.get(name)
-    if value is not None:
-        return value
-    lowered = name.lower()
-    for key, candidate in headers.items():
-        if key.lower() == lowered:
-            return candidate
-    return None

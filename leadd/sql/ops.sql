@@ -40,8 +40,11 @@ WHERE tenant_id = $1 AND lead_id = $2 ORDER BY id;
 -- name: ops_lead_touch_points
 -- Delivery status: Twilio's (message_status, ranked, never backwards); for e-mail the
 -- SendGrid event that matters most (a bounce or drop over a delivery, a delivery over the rest).
+-- body: the text a person wrote (kind 'staff'; the inbox shows it until its transcript line
+-- exists); a sequence step's rendered text is not part of the timeline.
 SELECT t.id, t.kind, t.sequence, t.step_index, t.step_name, t.channel, t.state, t.due_at,
        t.sent_at, t.attempts, t.last_error, t.dry_run, t.author, t.updated_at,
+       CASE WHEN t.kind = 'staff' THEN t.body END AS body,
        CASE t.channel
            WHEN 'sms' THEN (SELECT ms.status FROM message_status ms
                             WHERE ms.tenant_id = $1 AND ms.provider_id = t.provider_id)

@@ -1,7 +1,8 @@
 """The typed gateway to PostgreSQL: the only code that runs SQL.
 
 `Store` is one object per tenant composed of parts, one per area (core: pool, schema, config
-mirror; ops: reading and steering leads). Each part has one method per operation, keyword
+mirror; ops: reading and steering leads; conversations, inbox, staff, events: the chat page,
+the staff inbox, its sign-in and live updates). Each part has one method per operation, keyword
 parameters and frozen dataclasses out (`store/models.py`); the tenant is bound when the store
 is opened. `opened(cfg)` is how a command outside the daemon gets one.
 """
@@ -15,8 +16,13 @@ import asyncpg
 
 from leadd.config import Config
 from leadd.embedded import EmbeddedPostgres
+from leadd.store.conversations import ConversationStore
 from leadd.store.core import StoreCore, create_pool, migrate
+from leadd.store.events import EventStore
+from leadd.store.inbox import InboxStore
+from leadd.store.intake import IntakeStore
 from leadd.store.ops import OpsStore
+from leadd.store.staff import StaffStore
 
 # What a lost, refused or failing database raises through the store. InternalClientError:
 # asyncpg's protocol when the server cut a pooled connection that the pool had not noticed.
@@ -29,7 +35,9 @@ DB_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-class Store(OpsStore, StoreCore):
+class Store(
+    ConversationStore, InboxStore, StaffStore, EventStore, IntakeStore, OpsStore, StoreCore
+):
     """Every store part over one pool, bound to one tenant."""
 
 

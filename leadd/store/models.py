@@ -12,6 +12,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from leadd import phones
+
+MIN_DIGITS = 4  # a search with fewer digits is not matched as part of a phone number
+
 
 class Row(Protocol):
     """A row as asyncpg gives it, or a decoded JSON object: anything with `row["column"]`."""
@@ -35,6 +39,18 @@ class LeadSearch:
     text: str
     phone: str | None = None
     digits: str | None = None
+
+    @classmethod
+    def of(cls, q: str, region: str) -> LeadSearch:
+        """The forms of a checked, stripped q, one way for the ops API and the inbox: the E.164
+        phone (phones.normalize), the lower-cased text, and its digits when there are at least
+        MIN_DIGITS of them (fewer are not searched as part of a phone number)."""
+        digits = "".join(c for c in q if c.isdigit())
+        return cls(
+            text=q.lower(),
+            phone=phones.normalize(q, region),
+            digits=digits if len(digits) >= MIN_DIGITS else None,
+        )
 
 
 @dataclass(frozen=True)
@@ -106,6 +122,7 @@ class TouchPointView:
     author: str | None
     updated_at: dt.datetime
     delivery_status: str | None
+    body: str | None = None  # what a person wrote (kind 'staff'); None for a sequence step
 
     @classmethod
     def from_row(cls, row: Row) -> TouchPointView:

@@ -6,25 +6,38 @@ goes to a histogram labelled by route template (never by raw path: no ids in lab
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from leadd import __version__, metrics
+from leadd.config import Config
 from leadd.logs import get_logger
+from leadd.operations import OpsDeps
+from leadd.runtime import Runtime
 from leadd.web.connections import ConnectionGuard
-
-if TYPE_CHECKING:
-    from leadd.daemon import Daemon
 
 log = get_logger(__name__)
 
-DAEMON: web.AppKey[Daemon] = web.AppKey("daemon")
+# The app is built before the database is reached (so /healthz answers and /readyz can say
+# why it is not ready): handlers ask the provider for the runtime, None until then.
+RuntimeProvider = Callable[[], Runtime | None]
+# /readyz: (ready, body) from whoever runs the app (the daemon: database, tasks, providers).
+Readiness = Callable[[], Awaitable[tuple[bool, dict[str, Any]]]]
+CONFIG: web.AppKey[Config] = web.AppKey("config")
+RUNTIME: web.AppKey[RuntimeProvider] = web.AppKey("runtime")
+READINESS: web.AppKey[Readiness] = web.AppKey("readiness")
 GUARD: web.AppKey[ConnectionGuard] = web.AppKey("connection_guard")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def runtime_of(request: web.Request) -> Runtime | None:
+    """What the services need; None until the database is ready (answer 503 then)."""
+    return request.app[RUNTIME]()
 
 
 def json_error(status: int, reason: str, **extra: Any) -> web.Response:
@@ -47,9 +60,7 @@ async def _errors_and_metrics(request: web.Request, handler: Handler) -> web.Str
             raise
         reason = exc.reason
         if exc.status == 413:
-            reason = (
-                f"request body larger than {request.app[DAEMON].config.http.max_body_bytes} bytes"
-            )
+            reason = f"request body larger than {request.app[CONFIG].http.max_body_bytes} bytes"
         elif exc.text and not exc.text.startswith(f"{exc.status}:"):
             reason = exc.text
         response = json_error(exc.status, reason)
@@ -85,15 +96,8 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     """Readiness: 200 only when the database answers and every supervised task runs."""
-    daemon = request.app[DAEMON]
-    problems = await daemon.readiness_problems()
-    body = {
-        "status": "ready" if not problems else "not ready",
-        "problems": problems,
-        "tasks": {n: t.as_json() for n, t in daemon.supervisor.tasks.items()},
-        "providers": daemon.config.providers_summary(),
-    }
-    return web.json_response(body, status=200 if not problems else 503)
+    ready, body = await request.app[READINESS]()
+    return web.json_response(body, status=200 if ready else 503)
 
 
 async def metrics_handler(request: web.Request) -> web.Response:
@@ -102,22 +106,41 @@ async def metrics_handler(request: web.Request) -> web.Response:
     )
 
 
-def create_app(daemon: Daemon) -> web.Application:
-    guard = ConnectionGuard.from_config(daemon.config)
+def create_app(
+    config: Config,
+    *,
+    runtime: RuntimeProvider,
+    readiness: Readiness,
+    runtime_ready: asyncio.Event | None = None,
+) -> web.Application:
+    """`runtime_ready`: set once `runtime` returns the Runtime (the pages' live listener waits
+    for it; without it there are no live updates)."""
+    guard = ConnectionGuard.from_config(config)
     app = web.Application(
         # The guard inside: its refusals (408, 413, 415) become JSON errors and are measured.
         middlewares=[_errors_and_metrics, guard.middleware],
-        client_max_size=daemon.config.http.max_body_bytes,
+        client_max_size=config.http.max_body_bytes,
     )
-    app[DAEMON] = daemon
+    app[CONFIG] = config
+    app[RUNTIME] = runtime
+    app[READINESS] = readiness
     app[GUARD] = guard
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_handler)
-    from leadd import webhooks  # the provider endpoints live in their own module
+    from leadd import inbound
+    from leadd.web import shopmonkey  # the provider endpoints live in their own modules
 
-    webhooks.setup_routes(app)
+    shopmonkey.setup_routes(app)
+    inbound.setup_routes(app)
     from leadd import api  # the ops API (issue 9): off without api.tokens
 
-    api.setup_routes(app, daemon.config, lambda: daemon.ops)
+    def ops() -> OpsDeps | None:
+        rt = runtime()
+        return None if rt is None else OpsDeps(rt.config, rt.store, rt.clock, rt.wake)
+
+    api.setup_routes(app, config, ops)
+    from leadd.web import pages  # the customer chat page and the staff inbox (issue 10)
+
+    pages.setup(app, runtime_ready)
     return app

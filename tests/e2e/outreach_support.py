@@ -18,7 +18,7 @@ from twilio.request_validator import RequestValidator
 from leadd.config import Config
 from leadd.providers import sendgrid as sendgrid_module
 from leadd.providers import twilio as twilio_module
-from leadd.providers.shopmonkey import sign_webhook
+from leadd.providers.shopmonkey_webhook import sign_webhook
 from leadd.ratelimit import RateLimiter
 from tests.conftest import base_config, make_config
 from tests.fakes.sendgrid import FakeSendGrid

@@ -26,9 +26,10 @@ from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 import leadd.loops.poll
-from leadd import webhooks
 from leadd.backoff import Backoff
 from leadd.daemon import Daemon
+from leadd.runtime import Runtime
+from leadd.web import shopmonkey as shopmonkey_routes
 from tests.conftest import base_config, free_port, make_config
 from tests.helpers import DaemonProcess, base_url, running_daemon, wait_for
 
@@ -80,7 +81,7 @@ async def test_crashing_task_restarts_with_backoff_and_shows_in_readyz_and_metri
     crash = asyncio.Event()
     calls = 0
 
-    async def flaky_poll(daemon: Daemon) -> None:
+    async def flaky_poll(rt: Runtime, *, shutdown: asyncio.Event, beat: Any) -> None:
         nonlocal calls
         calls += 1
         if calls == 1:
@@ -88,7 +89,7 @@ async def test_crashing_task_restarts_with_backoff_and_shows_in_readyz_and_metri
             raise RuntimeError("injected poll failure")
         if calls == 2:
             raise RuntimeError("injected again")  # a consecutive crash: the delay doubles
-        await daemon.shutdown.wait()
+        await shutdown.wait()
 
     monkeypatch.setattr(leadd.loops.poll, "run", flaky_poll)
     async with running_daemon(make_config(database_url)) as daemon:
@@ -215,7 +216,7 @@ async def test_oversized_body_gets_413_json_and_unknown_route_404_json(
     database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """http.max_body_bytes is enforced on any route that reads its body, with a JSON error."""
-    real_setup = webhooks.setup_routes
+    real_setup = shopmonkey_routes.setup_routes
 
     async def echo(request: web.Request) -> web.Response:
         return web.json_response({"size": len(await request.read())})
@@ -224,7 +225,7 @@ async def test_oversized_body_gets_413_json_and_unknown_route_404_json(
         real_setup(app)
         app.router.add_post("/_test/echo", echo)
 
-    monkeypatch.setattr(webhooks, "setup_routes", setup_routes)
+    monkeypatch.setattr(shopmonkey_routes, "setup_routes", setup_routes)
     http = {"host": "127.0.0.1", "port": 0, "max_body_bytes": 1024}
     async with running_daemon(make_config(database_url, http=http)) as daemon:
         url = base_url(daemon)

@@ -99,4 +99,4 @@ async def test_the_example_config_email_carries_address_and_unsubscribe_once(
     assert text.count(address) == 1, text
     assert text.count("/unsubscribe/") == 1, text
     assert text.count("Unsubscribe") == 1, text
-    assert "chat with us: https://leads.example.com/chat/" in text
+    assert "chat with us: https://leads.example.com/c/" in text  # the page leadd serves

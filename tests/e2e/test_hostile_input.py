@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from twilio.request_validator import RequestValidator
 
 from leadd.daemon import Daemon
-from leadd.providers.shopmonkey import sign_webhook
+from leadd.providers.shopmonkey_webhook import sign_webhook
 from tests.e2e.outreach_support import (
     PHONE,
     PUBLIC,

@@ -23,11 +23,13 @@ import aiohttp
 import asyncpg
 import pytest
 
-from leadd import enrichment, leads
 from leadd.backoff import Backoff
 from leadd.daemon import Daemon
+from leadd.intake import enrichment
+from leadd.intake.events import parse_time
 from leadd.loops import poll
-from leadd.providers.shopmonkey import sign_webhook
+from leadd.providers.shopmonkey_webhook import sign_webhook
+from leadd.runtime import Runtime
 from leadd.testlead import send_test_lead
 from tests.conftest import make_config
 from tests.fakes.shopmonkey import FakeShopmonkey
@@ -109,9 +111,18 @@ async def lead_of(url: str, order_id: str) -> asyncpg.Record | None:
 
 
 async def events_of(daemon: Daemon, lead_id: str) -> list[tuple[str | None, str, str]]:
-    assert daemon.db is not None
-    rows = await daemon.db.fetch("lead_events", uuid.UUID(lead_id))
+    """The lead's timeline, oldest first."""
+    url = daemon.config.database.url
+    assert url is not None
+    query = "SELECT from_state, to_state, cause FROM lead_events WHERE lead_id = $1 ORDER BY id"
+    rows = await sql(url, query, uuid.UUID(lead_id))
     return [(r["from_state"], r["to_state"], r["cause"]) for r in rows]
+
+
+def runtime(daemon: Daemon) -> Runtime:
+    """The running daemon's runtime (services and loops take it, never the daemon)."""
+    assert daemon.runtime is not None
+    return daemon.runtime
 
 
 async def stored(daemon: Daemon) -> tuple[int, int]:
@@ -282,7 +293,7 @@ async def test_webhook_duplicates_and_poll_of_one_order_make_one_lead(database_u
         lead_id = lead_ids.pop()
 
         fake.add_order(copy.deepcopy(payload["data"]))
-        counts = await poll.run_once(d)
+        counts = await poll.run_once(runtime(d))
         assert counts is not None and counts["fetched"] == 1
         assert counts["duplicate"] == 1 and counts["created"] == 0
 
@@ -295,7 +306,7 @@ async def test_webhook_duplicates_and_poll_of_one_order_make_one_lead(database_u
 async def test_poll_first_then_webhook_is_still_one_lead(database_url: str) -> None:
     async with FakeShopmonkey(api_key=API_KEY) as fake, polling_daemon(database_url, fake) as d:
         order = fake.add_order(shop_order())
-        counts = await poll.run_once(d)
+        counts = await poll.run_once(runtime(d))
         assert counts is not None and counts["created"] == 1
         row = await lead_of(database_url, order["id"])
         assert row is not None and row["source"] == "poll"
@@ -359,7 +370,7 @@ async def test_updated_date_orders_deliveries_without_a_version(database_url: st
         assert (await post(daemon, newer))[1]["leadId"] == lead_id
         row = await lead_of(database_url, oid)
         assert row is not None and row["state"] == "qualified"
-        assert row["order_updated_at"] == leads.parse_time(newer["data"]["updatedDate"])
+        assert row["order_updated_at"] == parse_time(newer["data"]["updatedDate"])
 
 
 async def test_delete_loses_the_lead_and_unknown_closed_orders_are_ignored(
@@ -403,7 +414,7 @@ async def test_edits_to_old_orders_never_start_a_lead_but_a_late_insert_does(
         status, answer = await post(daemon, order_event("UPDATE", createdDate=old))
         assert status == 200 and "max_order_age" in answer["ignored"]
         fake.add_order(shop_order(createdDate=old))
-        counts = await poll.run_once(daemon)
+        counts = await poll.run_once(runtime(daemon))
         assert counts is not None and counts["ignored"] == 1 and counts["created"] == 0
         assert await stored(daemon) == (0, 0)
 
@@ -428,7 +439,7 @@ async def test_poller_survives_throttling_with_the_real_query_shape(
         fake.fail_next(1, "html403")
         before = len(fake.requests_to("/order"))
 
-        counts = await poll.run_once(d)
+        counts = await poll.run_once(runtime(d))
 
         assert counts is not None and counts["fetched"] == 3 and counts["created"] == 3
         listed = fake.requests_to("/order")[before:]
@@ -453,7 +464,7 @@ async def test_rejected_api_key_is_a_clear_error_in_log_and_readyz(
         else:
             fake.fail_next(1, "403")
         with caplog.at_level(logging.ERROR, logger="leadd"):
-            counts = await poll.run_once(d)
+            counts = await poll.run_once(runtime(d))
         assert counts is not None and counts["fetched"] == 0
         assert any(r.getMessage() == "shopmonkey.auth_failed" for r in caplog.records)
         async with aiohttp.ClientSession() as s, s.get(f"{base_url(d)}/readyz") as r:
@@ -465,7 +476,7 @@ async def test_rejected_api_key_is_a_clear_error_in_log_and_readyz(
         assert jobs[-1]["status"] == "error" and "ShopmonkeyAuthError" in jobs[-1]["error"]
 
         fake.api_key = API_KEY  # fixed: the next cycle clears the problem
-        assert await poll.run_once(d) is not None
+        assert await poll.run_once(runtime(d)) is not None
         assert "shopmonkey" not in d.provider_problems
 
 
@@ -477,7 +488,7 @@ async def test_two_daemons_on_one_database_have_one_poller(database_url: str) ->
     ):
         jobs_before = await _finished_jobs(database_url)
         fake.add_order(shop_order())
-        results = [await poll.run_once(first), await poll.run_once(second)]
+        results = [await poll.run_once(runtime(first)), await poll.run_once(runtime(second))]
         assert sum(r is not None for r in results) == 1
         holder = first if results[0] is not None else second
         leases = await sql(database_url, "SELECT holder FROM leases")
@@ -533,7 +544,9 @@ async def test_null_customer_and_404_are_not_errors_and_are_retried(
         linked = order_event("UPDATE", oid, version=2, customerId=customer["id"])
         status, _ = await post(d, linked)
         assert status == 200
-        await enrichment.enrich_due(d)  # or the touch-point loop, whichever claims it first
+        await enrichment.enrich_due(
+            runtime(d)
+        )  # or the touch-point loop, whichever claims it first
         row = await wait_for(lambda: _status_is(database_url, oid, "done"), timeout=10)
         assert row["phone"] == JAMIE_PHONE and row["email"] == "jamie.rivera@example.com"
         assert (row["first_name"], row["last_name"]) == ("Jamie", "Rivera")
@@ -600,45 +613,6 @@ async def _attached(url: str, order_id: str) -> asyncpg.Record | None:
     return row if row is not None and row["attached_to"] is not None else None
 
 
-async def test_two_leads_of_one_person_never_attach_to_each_other(database_url: str) -> None:
-    """Dedupe attaches a lead only to an older open lead of the same person. Two leads
-    enriched at the same moment (the younger saved before the older had a phone) must not
-    attach to each other, which would cancel both sequences and leave the person unanswered."""
-    cfg = make_config(database_url, touchpoints={"interval": "1h"})
-    async with running_daemon(cfg) as daemon:
-        assert daemon.db is not None
-        ids = []
-        for _ in range(2):
-            _, answer = await post(daemon, order_event("INSERT", customerId=None))
-            ids.append(uuid.UUID(answer["leadId"]))
-        older, younger = ids
-
-        async def enriched_once() -> bool:
-            rows = await sql(database_url, "SELECT enrichment_status FROM leads")
-            return all(r["enrichment_status"] == "partial" for r in rows)
-
-        await wait_for(enriched_once)
-        phone = {"phone": JAMIE_PHONE}
-        row = await daemon.db.fetchrow("lead_by_id", younger)
-        await enrichment._save(daemon, row, phone, error=None, status="done")
-        row = await daemon.db.fetchrow("lead_by_id", older)
-        await enrichment._save(daemon, row, phone, error=None, status="done")
-        attached = {
-            r["id"]: r["attached_to"]
-            for r in await sql(database_url, "SELECT id, attached_to FROM leads")
-        }
-        assert attached == {older: None, younger: None}
-
-        # The next save of the younger one attaches it to the older, never the reverse.
-        row = await daemon.db.fetchrow("lead_by_id", younger)
-        await enrichment._save(daemon, row, phone, error=None, status="done")
-        attached = {
-            r["id"]: r["attached_to"]
-            for r in await sql(database_url, "SELECT id, attached_to FROM leads")
-        }
-        assert attached == {older: None, younger: older}
-
-
 async def test_demo_mode_processes_only_test_contacts(
     database_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -666,7 +640,7 @@ async def test_demo_mode_processes_only_test_contacts(
             polled_real = fake.add_order(
                 shop_order(customer=embedded_customer("+15125550123", None))
             )
-            counts = await poll.run_once(daemon)
+            counts = await poll.run_once(runtime(daemon))
             assert counts is not None and counts["ignored"] == 1
             assert await lead_of(database_url, polled_real["id"]) is None
 
@@ -718,7 +692,7 @@ async def test_database_down_is_503_and_the_poller_catches_up_after(database_url
         assert await lead_of(database_url, payload["data"]["id"]) is None
         await wait_for(lambda: _pings(d))  # the pool has replaced the connections we cut
 
-        counts = await poll.run_once(d)
+        counts = await poll.run_once(runtime(d))
         assert counts is not None and counts["created"] == 1
         row = await lead_of(database_url, payload["data"]["id"])
         assert row is not None and row["source"] == "poll"
@@ -794,7 +768,7 @@ async def test_a_replayed_delivery_answers_duplicate_and_changes_nothing(
 
         # Forgotten once expired (its signature would no longer pass): the table is pruned.
         await sql(database_url, "UPDATE webhook_deliveries SET expires_at = now() - interval '1s'")
-        await poll.prune_deliveries(daemon)
+        await poll.prune_deliveries(runtime(daemon))
         assert await deliveries(database_url) == 0
 
 
@@ -883,10 +857,10 @@ async def test_polled_orders_the_webhook_would_refuse_are_skipped_and_the_cursor
         fake.orders[numeric["id"]]["id"] = 4242  # the fake keys by the old id; the row has 4242
         invalid_before = rejections("poll", "invalid")
 
-        counts = await poll.run_once(d)
+        counts = await poll.run_once(runtime(d))
         assert counts is not None
         assert (counts["fetched"], counts["created"], counts["invalid"]) == (5, 2, 3)
-        assert await cursor(database_url) == leads.parse_time(numeric["updatedDate"])
+        assert await cursor(database_url) == parse_time(numeric["updatedDate"])
         for order in good:
             assert await lead_of(database_url, order["id"]) is not None
         bad = await rejected(database_url)
@@ -898,7 +872,7 @@ async def test_polled_orders_the_webhook_would_refuse_are_skipped_and_the_cursor
 
         # The overlap fetches them again: seen twice, counted once; a new order still comes in.
         later = at(6)
-        counts = await poll.run_once(d)
+        counts = await poll.run_once(runtime(d))
         assert counts is not None and counts["created"] == 1 and counts["invalid"] == 3
         assert await lead_of(database_url, later["id"]) is not None
         assert {r["seen"] for r in (await rejected(database_url)).values()} == {2}
@@ -925,9 +899,9 @@ async def test_an_order_the_database_refuses_is_contained_on_both_paths(
         fake.add_order(shop_order(id=poison, updatedDate=stamps[1]))
         last = fake.add_order(shop_order(updatedDate=stamps[2]))
 
-        counts = await poll.run_once(d)
+        counts = await poll.run_once(runtime(d))
         assert counts is not None and (counts["created"], counts["failed"]) == (2, 1)
-        assert await cursor(database_url) == leads.parse_time(stamps[2])
+        assert await cursor(database_url) == parse_time(stamps[2])
         for order in (first, last):
             assert await lead_of(database_url, order["id"]) is not None
         row = (await rejected(database_url))[poison]

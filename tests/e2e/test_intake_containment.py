@@ -18,8 +18,9 @@ from typing import Any
 import aiohttp
 import asyncpg
 
-from leadd import enrichment, metrics
+from leadd import metrics
 from leadd.daemon import Daemon
+from leadd.intake import enrichment
 from tests.e2e.outreach_support import outreach_config, post_order, sms_only, sql
 from tests.fakes.shopmonkey import FakeShopmonkey
 from tests.fakes.twilio import FakeTwilio

@@ -275,11 +275,12 @@ async def test_poll_cycle_metrics_and_shopmonkey_auth(database_url: str) -> None
             assert value("leadd_loop_interval_seconds", loop="poll") == 3600
             assert value("leadd_provider_auth_failed", provider="shopmonkey") == 0
 
+            assert daemon.runtime is not None
             fake.api_key = "rotated"  # our key is now refused
-            await poll.run_once(daemon)
+            await poll.run_once(daemon.runtime)
             assert value("leadd_provider_auth_failed", provider="shopmonkey") == 1
             fake.api_key = "sm-key"
-            await poll.run_once(daemon)
+            await poll.run_once(daemon.runtime)
             assert value("leadd_provider_auth_failed", provider="shopmonkey") == 0
 
 

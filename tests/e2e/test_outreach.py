@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+import uuid
 from zoneinfo import ZoneInfo
 
 import aiohttp
 import pytest
 
+from leadd import chatlinks as links
 from leadd.loops import touchpoints
 from leadd.outreach import Outreach
 from tests.e2e.outreach_support import (
@@ -76,8 +78,8 @@ async def test_webhook_to_first_sms_under_one_second(
         assert attempt["provider"] == "twilio" and attempt["http_status"] == 201
         assert attempt["provider_id"] == msg["sid"] and attempt["latency_ms"] > 0
         assert attempt["dry_run"] is False and attempt["outcome"] == "sent"
-        [session] = await sql(database_url, "SELECT token FROM chat_sessions")
-        assert len(session["token"]) >= 24
+        [session] = await sql(database_url, "SELECT * FROM chat_sessions")
+        assert "token" not in session and len(session["token_hash"]) == 32  # sha256 only
         assert len(twilio.messages) == 1
 
 
@@ -165,15 +167,24 @@ async def test_three_step_sequence_across_controlled_time(
         }
         assert body["subject"] == "Your estimate at Acme Auto Care Downtown"
         text = body["content"][0]["value"]
-        [session] = await sql(database_url, "SELECT token, unsubscribe_token FROM chat_sessions")
+        # The chat token is derived from the chat secret; the database has only its hash. The
+        # unsubscribe link has a token of its own (0004).
+        token = links.chat_token(
+            daemon.config.chat.secret, daemon.config.tenant.id, uuid.UUID(lead_id)
+        )
+        [session] = await sql(
+            database_url, "SELECT token_hash, unsubscribe_token FROM chat_sessions"
+        )
+        assert session["token_hash"] == links.token_hash(token)
         unsubscribe = f"https://leads.example.com/unsubscribe/{session['unsubscribe_token']}"
+        assert token not in unsubscribe
         assert "for your 2016 Honda Civic: Oil change ($49.99) (total $49.99)" in text
         assert (
             "Today: 8:00 AM–6:00 PM" in text
             or "Today: 9:00 AM–1:00 PM" in text
             or "Today: closed" in text
         )
-        assert f"Chat: https://chat.acme.example/c/{session['token']}" in text
+        assert f"Chat: https://chat.acme.example/c/{token}" in text
         assert "100 Main St, Austin, TX 78701" in text  # the physical address, always
         assert f"Unsubscribe: {unsubscribe}" in text
         assert body["headers"]["List-Unsubscribe"] == f"<{unsubscribe}>"

@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from sendgrid.helpers.eventwebhook import EventWebhook
 
+from leadd import chatlinks as links
 from leadd.loops import touchpoints
 from tests.e2e.outreach_support import (
     PHONE,
@@ -303,14 +304,18 @@ async def test_unsubscribe_link_stops_email_and_the_chat_token_does_not(
             link = header.removeprefix("<").removesuffix(">")
             assert f"Unsubscribe: {link}" in mail["body"]["content"][0]["value"]
             [session] = await sql(
-                database_url, "SELECT token, unsubscribe_token FROM chat_sessions"
+                database_url, "SELECT lead_id, unsubscribe_token FROM chat_sessions"
             )
             assert link == f"{PUBLIC}/unsubscribe/{session['unsubscribe_token']}"
-            assert session["token"] not in link
+            # The chat token is derived from the chat secret (only its hash is stored).
+            chat = links.chat_token(
+                daemon.config.chat.secret, daemon.config.tenant.id, session["lead_id"]
+            )
+            assert chat not in link
             assert re.fullmatch(r"[0-9a-f]{64}", session["unsubscribe_token"])
 
             local = f"{base_url(daemon)}/unsubscribe/"
-            for token in (session["token"], session["token"].lower()):
+            for token in (chat, chat.lower()):
                 for method in ("GET", "POST"):
                     async with http.request(method, local + token) as r:
                         assert r.status == 404, (method, token)

@@ -7,6 +7,7 @@ OpenAPI document against the app's routes, and 503 when the database fails."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import uuid
@@ -22,7 +23,6 @@ from leadd import api
 from leadd.config import Config
 from leadd.daemon import Daemon
 from leadd.loops import touchpoints
-from leadd.operations import OpsDeps
 from leadd.outreach import Outreach
 from leadd.store import Store
 from leadd.web import create_app
@@ -412,9 +412,9 @@ async def test_staff_sms_ignores_quiet_hours_and_cap_but_automated_waits(
         await wait_for(lambda: len(twilio.messages) == 1)
         await wait_for(lambda: _scheduled(database_url))
         await sql(database_url, "UPDATE touch_points SET due_at = now() WHERE state = 'scheduled'")
-        assert daemon.ops is not None
+        assert daemon.runtime is not None
         # Straight through the store (no wake-up): this test's cycle runs on its own clock.
-        queued = await daemon.ops.store.add_staff_message(
+        queued = await daemon.runtime.store.add_staff_message(
             lead, body="Call me back?", author="ops-bot", now=dt.datetime.now(dt.UTC)
         )
         assert queued is not None and queued.refused is None
@@ -440,8 +440,8 @@ async def test_opt_out_after_queueing_still_stops_the_staff_sms(
     async with running_daemon(cfg) as daemon:
         lead = uuid.UUID(await post_order(http, base_url(daemon), order_payload()))
         await wait_for(lambda: len(twilio.messages) == 1)
-        assert daemon.ops is not None
-        queued = await daemon.ops.store.add_staff_message(
+        assert daemon.runtime is not None
+        queued = await daemon.runtime.store.add_staff_message(
             lead, body="hello?", author="ops-bot", now=dt.datetime.now(dt.UTC)
         )
         assert queued is not None and queued.touch_point_id is not None
@@ -509,7 +509,7 @@ async def test_openapi_names_every_route_and_only_those(
     database_url: str, http: aiohttp.ClientSession
 ) -> None:
     cfg = api_config(database_url)
-    app = create_app(Daemon(cfg, env={}))
+    app = create_app(cfg, runtime=lambda: None, readiness=_never_ready)
     served = {
         (route.method, route.resource.canonical.removeprefix("/api/v1"))
         for route in app.router.routes()
@@ -528,6 +528,10 @@ async def test_openapi_names_every_route_and_only_those(
     assert refs and all(ref.removeprefix("#/components/schemas/") in schemas for ref in refs)
 
 
+async def _never_ready() -> tuple[bool, dict[str, Any]]:
+    return False, {}
+
+
 def _refs(node: Any) -> list[str]:
     if isinstance(node, dict):
         own = [node["$ref"]] if "$ref" in node else []
@@ -542,11 +546,11 @@ async def test_database_failure_is_a_503_json(
 ) -> None:
     lead = await add_lead(seed)
     async with running_daemon(api_config(database_url)) as daemon:
-        assert daemon.ops is not None
+        assert daemon.runtime is not None
         broken = await asyncpg.create_pool(database_url, min_size=1, max_size=1)
         await broken.close()
-        working = daemon.ops
-        daemon.ops = OpsDeps(working.config, Store(broken, working.store.tenant_id))
+        working = daemon.runtime
+        daemon.runtime = dataclasses.replace(working, store=Store(broken, working.store.tenant_id))
         try:
             call = Client(http, daemon)
             for method, path in [("GET", "/leads"), ("GET", f"/leads/{lead}"), ("GET", "/report"),
@@ -554,6 +558,6 @@ async def test_database_failure_is_a_503_json(
                 status, body = await call(method, path)
                 assert status == 503 and body["error"] == "database unavailable; retry later"
         finally:
-            daemon.ops = working
+            daemon.runtime = working
         status, _ = await Client(http, daemon)("GET", "/leads")
         assert status == 200

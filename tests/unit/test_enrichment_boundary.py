@@ -11,11 +11,20 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from leadd import enrichment, phones, templates
+from leadd import phones, templates
 from leadd.config import DEFAULT_SEQUENCE, Service
-from leadd.enrichment import clean_email, clean_text, customer_fields, priced_services
-from leadd.enrichment import vehicle_fields as vehicle
 from leadd.errors import describe_error
+from leadd.intake import coerce
+from leadd.intake.coerce import (
+    clean_email,
+    clean_text,
+    customer_fields,
+    priced_services,
+    primary_email,
+    primary_phone,
+    vehicle_summary,
+)
+from leadd.intake.coerce import vehicle_fields as vehicle
 
 CATALOG = (Service(name="Oil change", price=49.99), Service(name="Brake inspection", price=459.0))
 
@@ -133,7 +142,7 @@ def test_priced_services_drop_absurd_prices_and_bound_the_list() -> None:
         {"name": "Bool", "price": None},
     ]
     many = [{"name": f"s{i}", "totalCents": 100} for i in range(10_000)]
-    assert len(priced_services(many, CATALOG)) == enrichment.MAX_SERVICES
+    assert len(priced_services(many, CATALOG)) == coerce.MAX_SERVICES
     assert priced_services({"name": "x"}, CATALOG) == []
 
 
@@ -206,23 +215,23 @@ def test_anything_becomes_storable_bounded_values_that_render(
     customer: Any, vehicle_raw: Any, services: Any
 ) -> None:
     person = customer_fields(customer)
-    assert _storable(person["first_name"], enrichment.MAX_NAME_LENGTH)
-    assert _storable(person["last_name"], enrichment.MAX_NAME_LENGTH)
-    assert _storable(person["email"], enrichment.MAX_EMAIL_LENGTH)
-    assert person["phone"] is None or len(person["phone"]) <= enrichment.MAX_PHONE_LENGTH
+    assert _storable(person["first_name"], coerce.MAX_NAME_LENGTH)
+    assert _storable(person["last_name"], coerce.MAX_NAME_LENGTH)
+    assert _storable(person["email"], coerce.MAX_EMAIL_LENGTH)
+    assert person["phone"] is None or len(person["phone"]) <= coerce.MAX_PHONE_LENGTH
     phone = phones.normalize(person["phone"], "US")
     assert phone is None or (phone.startswith("+") and phone[1:].isdigit())
 
     car = vehicle(vehicle_raw)
     assert car["year"] is None or 1886 <= car["year"] <= 2100
     for part in ("make", "model", "description"):
-        assert _storable(car[part], enrichment.MAX_TEXT_LENGTH)
+        assert _storable(car[part], coerce.MAX_TEXT_LENGTH)
 
     priced = priced_services(services, CATALOG)
-    assert len(priced) <= enrichment.MAX_SERVICES
+    assert len(priced) <= coerce.MAX_SERVICES
     for s in priced:
-        assert _storable(s["name"], enrichment.MAX_TEXT_LENGTH)
-        assert s["price"] is None or 0 < s["price"] <= enrichment.MAX_SERVICE_CENTS / 100
+        assert _storable(s["name"], coerce.MAX_TEXT_LENGTH)
+        assert s["price"] is None or 0 < s["price"] <= coerce.MAX_SERVICE_CENTS / 100
 
     context = templates.build_context(
         customer={"first_name": person["first_name"], "last_name": person["last_name"]},
@@ -237,3 +246,54 @@ def test_anything_becomes_storable_bounded_values_that_render(
     for step in DEFAULT_SEQUENCE:
         body = templates.compile_template(step.template).render(context)
         assert len(body) < 2000  # an SMS-sized message, whatever the order said
+
+
+# --------------------------------------------------------------------------- Shopmonkey's shapes
+
+
+def test_primary_phone_prefers_primary_entry() -> None:
+    customer = {
+        "phone": None,
+        "phoneNumbers": [
+            {"number": "+15125550100", "primary": False},
+            {"number": "+15125550123", "primary": True},
+        ],
+    }
+    assert primary_phone(customer) == "+15125550123"
+
+
+def test_primary_phone_falls_back_to_first_then_none() -> None:
+    assert (
+        primary_phone(
+            {"phoneNumbers": [{"number": "", "primary": True}, {"number": "+15125550100"}]}
+        )
+        == "+15125550100"
+    )
+    assert primary_phone({"phoneNumbers": [], "phone": None}) is None
+    assert primary_phone({}) is None
+
+
+def test_primary_email_prefers_primary_entry_then_first() -> None:
+    customer = {
+        "email": None,
+        "emails": [
+            {"email": "old@example.com", "primary": False},
+            {"email": "jamie.rivera@example.com", "primary": True},
+        ],
+    }
+    assert primary_email(customer) == "jamie.rivera@example.com"
+    assert primary_email({"emails": [{"email": "first@example.com"}]}) == "first@example.com"
+    assert primary_email({"emails": None, "email": None}) is None
+
+
+def test_vehicle_summary() -> None:
+    assert vehicle_summary(
+        {"year": 2016, "make": "Honda", "model": "Civic", "submodel": None, "vin": "1HG"}
+    ) == {"year": 2016, "make": "Honda", "model": "Civic", "description": "2016 Honda Civic"}
+    assert vehicle_summary({"year": None, "make": "Ford", "model": None}) == {
+        "year": None,
+        "make": "Ford",
+        "model": None,
+        "description": "Ford",
+    }
+    assert vehicle_summary({})["description"] is None

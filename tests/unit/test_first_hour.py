@@ -82,7 +82,7 @@ def render_demo_email(chat_link: str | None) -> str:
 
 
 def test_the_demo_email_has_no_chat_line_without_a_link() -> None:
-    """The built-in demo config has no chat.base_url: no "chat with us:" followed by nothing."""
+    """Without a chat link (no chat session yet): no "chat with us:" followed by nothing."""
     text = render_demo_email(None)
     assert "chat" not in text.lower()
     assert not text.endswith(":")
@@ -91,4 +91,7 @@ def test_the_demo_email_has_no_chat_line_without_a_link() -> None:
 
 def test_the_demo_email_shows_the_chat_link_when_there_is_one() -> None:
     text = render_demo_email("https://leads.example.com/c/abc")
-    assert text.endswith("Questions? Call us at +15125550100.\nhttps://leads.example.com/c/abc")
+    assert text.endswith(
+        "Questions? Call us at +15125550100.\n"
+        "See your estimate, chat with us or book a time: https://leads.example.com/c/abc"
+    )

@@ -26,9 +26,6 @@ from leadd.providers.shopmonkey import (
     ShopmonkeyError,
     ShopmonkeyFilterIgnored,
     ShopmonkeyUnavailable,
-    primary_email,
-    primary_phone,
-    vehicle_summary,
 )
 from leadd.ratelimit import RateLimiter
 from tests.fakes.shopmonkey import FakeShopmonkey, RecordedRequest
@@ -457,54 +454,3 @@ async def test_shared_session_is_not_closed(fake: FakeShopmonkey, clock: FakeTim
 def test_enabled_reflects_api_key() -> None:
     assert ShopmonkeyClient(None, base_url="http://x/v3", api_key="k").enabled is True
     assert ShopmonkeyClient(None, base_url="http://x/v3", api_key="").enabled is False
-
-
-# -- pure helpers ----------------------------------------------------------------------------
-
-
-def test_primary_phone_prefers_primary_entry() -> None:
-    customer = {
-        "phone": None,
-        "phoneNumbers": [
-            {"number": "+15125550100", "primary": False},
-            {"number": "+15125550123", "primary": True},
-        ],
-    }
-    assert primary_phone(customer) == "+15125550123"
-
-
-def test_primary_phone_falls_back_to_first_then_none() -> None:
-    assert (
-        primary_phone(
-            {"phoneNumbers": [{"number": "", "primary": True}, {"number": "+15125550100"}]}
-        )
-        == "+15125550100"
-    )
-    assert primary_phone({"phoneNumbers": [], "phone": None}) is None
-    assert primary_phone({}) is None
-
-
-def test_primary_email_prefers_primary_entry_then_first() -> None:
-    customer = {
-        "email": None,
-        "emails": [
-            {"email": "old@example.com", "primary": False},
-            {"email": "jamie.rivera@example.com", "primary": True},
-        ],
-    }
-    assert primary_email(customer) == "jamie.rivera@example.com"
-    assert primary_email({"emails": [{"email": "first@example.com"}]}) == "first@example.com"
-    assert primary_email({"emails": None, "email": None}) is None
-
-
-def test_vehicle_summary() -> None:
-    assert vehicle_summary(
-        {"year": 2016, "make": "Honda", "model": "Civic", "submodel": None, "vin": "1HG"}
-    ) == {"year": 2016, "make": "Honda", "model": "Civic", "description": "2016 Honda Civic"}
-    assert vehicle_summary({"year": None, "make": "Ford", "model": None}) == {
-        "year": None,
-        "make": "Ford",
-        "model": None,
-        "description": "Ford",
-    }
-    assert vehicle_summary({})["description"] is None

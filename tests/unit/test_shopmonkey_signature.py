@@ -13,7 +13,7 @@ import hmac
 import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from leadd.providers.shopmonkey import (
+from leadd.providers.shopmonkey_webhook import (
     LEGACY_REPLAY_MEMORY,
     WebhookSignatureError,
     sign_webhook,

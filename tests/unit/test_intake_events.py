@@ -1,4 +1,6 @@
-"""The lead lifecycle as pure functions: transitions, what an order says, ordering, validation."""
+"""Order events as pure functions (leadd.intake.events): what an order says, ordering,
+validation, decoding; with the lifecycle's transitions, the demo filter and the transient
+database errors they are used with."""
 
 from __future__ import annotations
 
@@ -11,7 +13,9 @@ from typing import Any
 import asyncpg
 import pytest
 
-from leadd import leads, webhooks
+from leadd import lifecycle
+from leadd.intake import demo, events
+from leadd.store.errors import is_transient
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 
@@ -44,7 +48,7 @@ def with_data(**changes: Any) -> dict[str, Any]:
     ],
 )
 def test_forward_transitions_are_allowed(current: str, target: str) -> None:
-    assert leads.can_transition(current, target)
+    assert lifecycle.can_transition(current, target)
 
 
 @pytest.mark.parametrize(
@@ -59,7 +63,7 @@ def test_forward_transitions_are_allowed(current: str, target: str) -> None:
     ],
 )
 def test_backward_repeat_and_terminal_transitions_are_refused(current: str, target: str) -> None:
-    assert not leads.can_transition(current, target)
+    assert not lifecycle.can_transition(current, target)
 
 
 # --------------------------------------------------------------------------- order_target_state
@@ -86,7 +90,7 @@ def test_order_target_state_takes_the_strongest_signal(
     changes: dict[str, Any], operation: str, expected: str | None
 ) -> None:
     order = {**insert_payload()["data"], **changes}
-    assert leads.order_target_state(order, operation) == expected
+    assert events.order_target_state(order, operation) == expected
 
 
 # --------------------------------------------------------------------------- is_newer
@@ -96,60 +100,60 @@ T0 = dt.datetime(2026, 11, 25, 14, 0, tzinfo=dt.UTC)
 
 def test_is_newer_prefers_meta_version_over_updated_date() -> None:
     order = {"meta": {"version": 3}, "updatedDate": "2020-01-01T00:00:00.000Z"}
-    assert leads.is_newer(order, 2, T0)  # higher version wins although its date is older
-    assert not leads.is_newer(order, 3, T0)
-    assert not leads.is_newer(order, 4, None)
+    assert events.is_newer(order, 2, T0)  # higher version wins although its date is older
+    assert not events.is_newer(order, 3, T0)
+    assert not events.is_newer(order, 4, None)
 
 
 def test_is_newer_falls_back_to_updated_date() -> None:
     later = {"updatedDate": "2026-11-25T14:00:01.000Z"}
     same = {"updatedDate": "2026-11-25T14:00:00.000Z"}
-    assert leads.is_newer(later, None, T0)
-    assert not leads.is_newer(same, None, T0)
-    assert leads.is_newer({"meta": {"version": 1}, **later}, None, T0)  # stored has no version
+    assert events.is_newer(later, None, T0)
+    assert not events.is_newer(same, None, T0)
+    assert events.is_newer({"meta": {"version": 1}, **later}, None, T0)  # stored has no version
 
 
 def test_is_newer_without_version_information_is_not_newer() -> None:
     """A body with neither meta.version nor updatedDate (a replay, a truncated row) never
     overwrites what is stored, whatever is stored."""
-    assert not leads.is_newer({}, None, None)
-    assert not leads.is_newer({}, 3, T0)
-    assert not leads.is_newer({"meta": {}, "updatedDate": None}, 3, None)
-    assert not leads.is_newer({"meta": {"version": None}}, None, T0)
+    assert not events.is_newer({}, None, None)
+    assert not events.is_newer({}, 3, T0)
+    assert not events.is_newer({"meta": {}, "updatedDate": None}, 3, None)
+    assert not events.is_newer({"meta": {"version": None}}, None, T0)
 
 
 def test_is_newer_with_information_the_stored_order_lacked_is_newer() -> None:
-    assert leads.is_newer({"meta": {"version": 1}}, None, None)
-    assert leads.is_newer({"updatedDate": "2026-11-25T14:00:00.000Z"}, None, None)
+    assert events.is_newer({"meta": {"version": 1}}, None, None)
+    assert events.is_newer({"updatedDate": "2026-11-25T14:00:00.000Z"}, None, None)
 
 
 def test_is_newer_with_nothing_comparable_on_both_sides_is_not_newer() -> None:
     # A version against a stored date only (or the reverse) cannot be ordered: keep what is
     # stored rather than guess.
-    assert not leads.is_newer({"meta": {"version": 9}}, None, T0)
-    assert not leads.is_newer({"updatedDate": "2030-01-01T00:00:00.000Z"}, 2, None)
+    assert not events.is_newer({"meta": {"version": 9}}, None, T0)
+    assert not events.is_newer({"updatedDate": "2030-01-01T00:00:00.000Z"}, 2, None)
 
 
 # --------------------------------------------------------------------------- parse_event
 
 
 def test_parse_event_accepts_the_fixture_order() -> None:
-    event = leads.parse_event(insert_payload(), "webhook", "msg_1")
-    assert isinstance(event, leads.OrderEvent)
+    event = events.parse_event(insert_payload(), "webhook", "msg_1")
+    assert isinstance(event, events.OrderEvent)
     assert event.order_id == "2e13e5ed-9dc0-4d7f-8658-c6740e0d2838"
     assert (event.operation, event.source, event.delivery_id) == ("INSERT", "webhook", "msg_1")
 
 
 def test_other_tables_are_a_reason_not_an_error() -> None:
     payload = {"apiVersion": "3", "operation": "INSERT", "table": "customer", "data": {}}
-    reason = leads.parse_event(payload, "webhook")
+    reason = events.parse_event(payload, "webhook")
     assert isinstance(reason, str) and "customer" in reason
 
 
 def test_names_with_quotes_emoji_and_sql_pass_validation_untouched() -> None:
     name = "O'Brien \"Bobby\" 🚗 '); DROP TABLE leads; --"
-    event = leads.parse_event(with_data(generatedCustomerName=name, name=name), "webhook")
-    assert isinstance(event, leads.OrderEvent)
+    event = events.parse_event(with_data(generatedCustomerName=name, name=name), "webhook")
+    assert isinstance(event, events.OrderEvent)
     assert event.order["generatedCustomerName"] == name
 
 
@@ -199,14 +203,14 @@ BAD_EVENTS: list[tuple[str, Any, str]] = [
     ("payload", "reason"), [(p, r) for _, p, r in BAD_EVENTS], ids=[i for i, _, _ in BAD_EVENTS]
 )
 def test_parse_event_rejects_garbage_with_a_reason(payload: Any, reason: str) -> None:
-    with pytest.raises(leads.BadEvent, match=reason):
-        leads.parse_event(copy.deepcopy(payload), "webhook")
+    with pytest.raises(events.BadEvent, match=reason):
+        events.parse_event(copy.deepcopy(payload), "webhook")
 
 
 def test_nesting_just_under_the_limit_is_accepted() -> None:
     # payload -> data -> customFields -> 28 levels -> leaf: 31 containers deep.
-    event = leads.parse_event(_nested(28), "webhook")
-    assert isinstance(event, leads.OrderEvent)
+    event = events.parse_event(_nested(28), "webhook")
+    assert isinstance(event, events.OrderEvent)
 
 
 # --------------------------------------------------------------------------- decode_json
@@ -224,7 +228,7 @@ def test_nesting_just_under_the_limit_is_accepted() -> None:
 )
 def test_decode_json_rejects_what_postgres_cannot_store(raw: bytes, reason: str) -> None:
     with pytest.raises(ValueError, match=reason):
-        webhooks.decode_json(raw)
+        events.decode_json(raw)
 
 
 def test_demo_filter_lets_only_test_contacts_through() -> None:
@@ -236,10 +240,10 @@ def test_demo_filter_lets_only_test_contacts_through() -> None:
             customer["emails"].append({"email": email, "primary": True})
         return {"id": "o", "customer": customer}
 
-    assert leads.demo_filter_reason(order("+15555550123", None)) is None
-    assert leads.demo_filter_reason(order(None, "someone+test@example.com")) is None
-    assert leads.demo_filter_reason(order("+15125550123", "jamie@example.com")) is not None
-    assert leads.demo_filter_reason({"id": "o"}) is None  # decided after enrichment
+    assert demo.filter_reason(order("+15555550123", None)) is None
+    assert demo.filter_reason(order(None, "someone+test@example.com")) is None
+    assert demo.filter_reason(order("+15125550123", "jamie@example.com")) is not None
+    assert demo.filter_reason({"id": "o"}) is None  # decided after enrichment
 
 
 # --------------------------------------------------------------------------- one validation
@@ -251,14 +255,14 @@ def test_validate_order_is_the_same_check_for_a_polled_order(
 ) -> None:
     """The poller hands `validate_order` a bare order (the webhook's `data`): every order-level
     refusal of the webhook path applies to it too, NUL and surrogates included."""
-    with pytest.raises(leads.BadEvent, match=reason):
-        leads.validate_order(copy.deepcopy(payload["data"]))
+    with pytest.raises(events.BadEvent, match=reason):
+        events.validate_order(copy.deepcopy(payload["data"]))
 
 
 def test_validate_order_refuses_what_is_not_an_order() -> None:
     for value in (None, [], "order", 42):
-        with pytest.raises(leads.BadEvent, match="object"):
-            leads.validate_order(value)
+        with pytest.raises(events.BadEvent, match="object"):
+            events.validate_order(value)
 
 
 @pytest.mark.parametrize(
@@ -273,12 +277,12 @@ def test_validate_order_refuses_what_is_not_an_order() -> None:
     ],
 )
 def test_parse_time_refuses_what_cannot_be_a_utc_timestamp(value: Any) -> None:
-    assert leads.parse_time(value) is None
+    assert events.parse_time(value) is None
 
 
 def test_parse_time_answers_utc() -> None:
-    assert leads.parse_time("2026-11-25T08:00:00-06:00") == T0
-    assert leads.parse_time("2026-11-25T14:00:00") == T0
+    assert events.parse_time("2026-11-25T08:00:00-06:00") == T0
+    assert events.parse_time("2026-11-25T14:00:00") == T0
 
 
 @pytest.mark.parametrize(
@@ -293,7 +297,7 @@ def test_parse_time_answers_utc() -> None:
     ],
 )
 def test_order_number_is_bounded(number: Any, expected: str | None) -> None:
-    assert leads.order_number({"number": number}) == expected
+    assert events.order_number({"number": number}) == expected
 
 
 @pytest.mark.parametrize(
@@ -302,14 +306,14 @@ def test_order_number_is_bounded(number: Any, expected: str | None) -> None:
         ({"id": "o-1"}, "o-1"),
         ({"id": "o\x00-1"}, "o-1"),
         ({"id": 4242}, "4242"),
-        ({"id": "x" * 1000}, "x" * leads.MAX_ID_LENGTH),
-        ({"id": ["o-1"]}, leads.NO_ORDER_REF),
-        ({}, leads.NO_ORDER_REF),
-        ("garbage", leads.NO_ORDER_REF),
+        ({"id": "x" * 1000}, "x" * events.MAX_ID_LENGTH),
+        ({"id": ["o-1"]}, events.NO_ORDER_REF),
+        ({}, events.NO_ORDER_REF),
+        ("garbage", events.NO_ORDER_REF),
     ],
 )
 def test_order_ref_is_printable_and_bounded(order: Any, expected: str) -> None:
-    assert leads.order_ref(order) == expected
+    assert events.order_ref(order) == expected
 
 
 def _pg_error(cls: type[Exception]) -> Exception:
@@ -338,7 +342,7 @@ def _pg_error(cls: type[Exception]) -> Exception:
 def test_is_transient_tells_a_down_database_from_one_bad_order(
     exc: Exception, transient: bool
 ) -> None:
-    assert leads.is_transient(exc) is transient
+    assert is_transient(exc) is transient
 
 
 def test_a_page_with_one_unreadable_number_still_reads_and_only_that_order_is_refused() -> None:
@@ -348,6 +352,6 @@ def test_a_page_with_one_unreadable_number_still_reads_and_only_that_order_is_re
 
     page = '{"data": [{"id": "good"}, {"id": "bad", "totalCents": ' + "9" * 5000 + "}]}"
     good, bad = _json_or_none(page)["data"]
-    assert leads.validate_order(good)["id"] == "good"
-    with pytest.raises(leads.BadEvent, match="finite"):
-        leads.validate_order(bad)
+    assert events.validate_order(good)["id"] == "good"
+    with pytest.raises(events.BadEvent, match="finite"):
+        events.validate_order(bad)

@@ -1,0 +1,222 @@
+"""Enrichment: customer (primary phone and e-mail), vehicle and services for new leads.
+
+Runs off the request path, leased like touch points so two daemons never enrich one lead at
+once. Relations embedded in the order (`customer`, `vehicle`, `services`, as the list API
+returns them with include[...]) are used first; otherwise the Shopmonkey API is asked. A null
+customerId/vehicleId or a 404 is not an error: the lead keeps what is known (`partial`) and is
+retried later; touch points go ahead with the channels that are known.
+
+Every value passes the pure boundary (intake/coerce.py) before it is stored or put in a
+message. Whatever still goes wrong for one lead is that lead's failure: recorded on it,
+counted in `leadd_enrichment_failures_total{reason}`, retried with backoff, and after
+FAILURE_LIMIT failures the lead is `failed` with the reason. It never escapes into the loop
+that enriches (and texts) every other lead.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from leadd import chatlinks, metrics, phones
+from leadd.backoff import Backoff
+from leadd.errors import describe_error
+from leadd.intake import demo
+from leadd.intake.coerce import clean_text, customer_fields, priced_services, vehicle_fields
+from leadd.logs import get_logger
+from leadd.providers import shopmonkey as sm
+from leadd.runtime import Runtime
+from leadd.store import DB_ERRORS
+from leadd.store.intake_models import ChatLink, Enrichment, EnrichmentJob
+
+log = get_logger(__name__)
+
+LEASE_SECONDS = 60.0
+MAX_ATTEMPTS = 12
+# Failures (not attempts: waiting for a customer to be linked is not failing) before a lead
+# is given up as 'failed'. With the default 5 min retry (doubling) that is about 75 min.
+FAILURE_LIMIT = 5
+
+
+async def enrich_due(rt: Runtime, limit: int = 20) -> int:
+    """Enrich leads whose enrichment is due by the runtime clock; returns how many were
+    processed. A failure of one lead is recorded on that lead; only a failure to claim (the
+    database is down for everyone) leaves this function."""
+    jobs = await rt.store.claim_enrichment(
+        limit=limit, lease=LEASE_SECONDS, max_attempts=MAX_ATTEMPTS, now=rt.clock()
+    )
+    for job in jobs:
+        try:
+            await _enrich_one(rt, job)
+        except (sm.ShopmonkeyError, OSError, TimeoutError) as exc:
+            await _defer(rt, job, exc)
+        except Exception as exc:
+            await _record_failure(rt, job, exc)
+    return len(jobs)
+
+
+async def _enrich_one(rt: Runtime, job: EnrichmentJob) -> None:
+    cfg, client = rt.config, rt.shopmonkey
+    order = job.order_data
+    missing: list[str] = []
+
+    customer = order.get("customer") if isinstance(order.get("customer"), dict) else None
+    if customer is None:
+        if not job.customer_id:
+            missing.append("order has no customer yet")
+        elif not client.enabled:
+            missing.append("shopmonkey api_key not configured")
+        else:
+            customer = await client.get_customer(job.customer_id)
+            if customer is None:
+                missing.append("customer not found (404)")
+
+    vehicle = order.get("vehicle") if isinstance(order.get("vehicle"), dict) else None
+    if vehicle is None and job.vehicle_id and client.enabled:
+        vehicle = await client.get_vehicle(job.vehicle_id)
+        if vehicle is None:
+            missing.append("vehicle not found (404)")
+    elif vehicle is None and job.vehicle_id:
+        missing.append("vehicle not fetched (shopmonkey disabled)")
+
+    services_raw = order.get("services") if isinstance(order.get("services"), list) else None
+    if services_raw is None and client.enabled:
+        services_raw = await client.get_order_services(job.shopmonkey_order_id)
+
+    location = cfg.location(job.location_id) or cfg.locations[0]
+    region = phones.region_of(location.phone) if location.phone else None
+    person = customer_fields(customer)
+    phone = phones.normalize(person["phone"], region or cfg.leads.default_region)
+    # Only what this attempt learned: a retry that learns less never erases what is known.
+    data: dict[str, Any] = {**person, "phone": phone}
+    if vehicle:
+        data["vehicle"] = vehicle_fields(vehicle)
+    elif not job.vehicle:
+        data["vehicle"] = {"description": clean_text(order.get("generatedVehicleName"))}
+    if services_raw is not None:
+        data["services"] = priced_services(services_raw, location.services)
+    status = "partial" if missing else "done"
+    await save(rt, job, data, error="; ".join(missing) or None, status=status)
+    log.info(
+        "lead.enriched",
+        lead_id=str(job.id),
+        status=status,
+        phone=phone or job.phone,
+        email=data["email"] or job.email,
+        missing=missing,
+    )
+
+
+async def save(
+    rt: Runtime, job: EnrichmentJob, data: dict[str, Any], *, error: str | None, status: str
+) -> None:
+    """Store what one attempt learned (`data`: only what it learned; the rest stays as known)
+    with the decisions that must commit with it: the demo filter and the dedupe of people."""
+    cfg = rt.config
+    # 'pending' leads hold their touch points back; after a failed first try let them go with
+    # what is known unless Shopmonkey is merely unreachable (then the phone may still come),
+    # and never past the last attempt: a lead left 'pending' then would wait forever.
+    if status == "pending" and job.enrichment_attempts >= MAX_ATTEMPTS:
+        status = "partial"
+
+    def known(key: str) -> Any:
+        value = data.get(key)
+        return getattr(job, key) if value is None else value
+
+    phone, email = known("phone"), known("email")
+    retry_at = rt.clock() + dt.timedelta(seconds=cfg.leads.enrichment_retry)
+    enrichment = Enrichment(
+        first_name=known("first_name"),
+        last_name=known("last_name"),
+        phone=phone,
+        email=email,
+        vehicle=known("vehicle"),
+        services=known("services"),
+        status=status,
+        retry_at=None if status == "done" else retry_at,
+        error=error,
+    )
+    # chat (issue 10): the lead's chat link, stored as its token's hash, with an expiry
+    chat = ChatLink(
+        chatlinks.session_hash(cfg, job.id), rt.clock() + dt.timedelta(seconds=cfg.chat.link_ttl)
+    )
+    # The save is what releases the lead's touch points (status leaves 'pending'), so the
+    # decisions that must stop them (demo filter, dedupe) commit with it, never after.
+    if cfg.demo_mode and (phone or email) and not demo.is_test_contact(phone, email):
+        await rt.store.demo_filter(job.id, enrichment=enrichment, chat=chat)
+        log.info("lead.demo_filtered", lead_id=str(job.id))
+        return
+    attached_to = await rt.store.save_enrichment(
+        job.id,
+        enrichment=enrichment,
+        chat=chat,
+        dedupe=bool(phone or email) and job.attached_to is None,
+        dedupe_window=cfg.leads.dedupe_window,
+    )
+    if attached_to is not None:
+        log.info("lead.attached", lead_id=str(job.id), attached_to=str(attached_to))
+
+
+async def _defer(rt: Runtime, job: EnrichmentJob, exc: Exception) -> None:
+    """Shopmonkey unreachable or refusing: keep the lead as it is and retry later."""
+    if isinstance(exc, sm.ShopmonkeyAuthError):
+        rt.health.failing("shopmonkey", sm.auth_problem(exc))
+    metrics.ENRICHMENT_FAILURES.labels("provider").inc()
+    log.warning("enrichment.deferred", lead_id=str(job.id), error=f"{type(exc).__name__}: {exc}")
+    try:
+        await save(rt, job, {}, error=_describe(exc), status=job.enrichment_status)
+    except Exception as again:
+        # The save is what failed (the lead's data, or the database): count it as such.
+        await _record_failure(rt, job, again)
+
+
+async def _record_failure(rt: Runtime, job: EnrichmentJob, exc: Exception) -> None:
+    """One lead's enrichment failed unexpectedly: record it on the lead and retry with
+    backoff, or give the lead up as 'failed'. The reason stored and shown is the exception
+    type in words; the message (which may quote the customer's data) only goes to the log."""
+    cfg = rt.config
+    reason = _reason(exc)
+    metrics.ENRICHMENT_FAILURES.labels(reason).inc()
+    log.exception(
+        "enrichment.failed", lead_id=str(job.id), reason=reason, error=f"{type(exc).__name__}"
+    )
+    retry = Backoff(base=cfg.leads.enrichment_retry, cap=max(cfg.leads.enrichment_retry, 3600.0))
+    retry_at = rt.clock() + dt.timedelta(seconds=retry.delay(job.enrichment_failures))
+    try:
+        saved = await rt.store.record_enrichment_failure(
+            job.id,
+            failure_limit=FAILURE_LIMIT,
+            max_attempts=MAX_ATTEMPTS,
+            retry_at=retry_at,
+            cancel_touchpoints=job.enrichment_status == "pending",
+            reason=_describe(exc),
+        )
+    except Exception as again:
+        # Most likely the database is down for everyone; the lead's lease runs out and it is
+        # claimed again then. Nothing about this lead may stop the others.
+        log.error("enrichment.failure_not_recorded", lead_id=str(job.id), error=repr(again))
+        return
+    if saved is not None and saved.status == "failed":
+        metrics.ENRICHMENT_GIVEN_UP.inc()
+        log.error(
+            "enrichment.given_up", lead_id=str(job.id), failures=saved.failures, reason=reason
+        )
+
+
+def _reason(exc: BaseException) -> str:
+    """The metric label: one of a small fixed set."""
+    if isinstance(exc, sm.ShopmonkeyError | OSError | TimeoutError):
+        return "provider"
+    if isinstance(exc, DB_ERRORS):
+        return "database"
+    if isinstance(exc, ValueError | TypeError | ArithmeticError | LookupError):
+        return "data"
+    return "internal"
+
+
+def _describe(exc: BaseException) -> str:
+    """What went wrong, in words, without values. Shopmonkey's errors are worded by our
+    client and name no customer data (a path with an id at most)."""
+    if isinstance(exc, sm.ShopmonkeyError):
+        return f"{type(exc).__name__}: {exc}"[:500]
+    return describe_error(exc)
