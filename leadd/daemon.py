@@ -23,7 +23,6 @@ from contextlib import suppress
 from typing import Any
 
 import aiohttp
-import asyncpg
 from aiohttp import web
 
 from leadd import metrics
@@ -33,9 +32,9 @@ from leadd.config import warnings as config_warnings
 from leadd.embedded import EmbeddedPostgres
 from leadd.errors import describe_error
 from leadd.logs import get_logger
-from leadd.runtime import ProviderHealth, Runtime
+from leadd.runtime import Clock, ProviderHealth, Runtime, utcnow
 from leadd.sdnotify import Notifier
-from leadd.store import Store
+from leadd.store import DB_ERRORS, Store
 from leadd.store import core as dbmod
 from leadd.supervisor import Supervisor
 
@@ -45,10 +44,13 @@ DB_RETRY = Backoff(base=1.0, cap=30.0, jitter=0.2)
 
 
 class Daemon:
-    def __init__(self, config: Config, *, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, config: Config, *, env: dict[str, str] | None = None, clock: Clock = utcnow
+    ) -> None:
         from leadd.chatlinks import with_secret
 
         self.config = with_secret(config)  # chat links need chat.secret (or the key file)
+        self.clock = clock  # the runtime's clock: due-ness, quiet hours, caps (tests pin it)
         self.instance_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.shutdown = asyncio.Event()
         self.supervisor = Supervisor(self.shutdown)
@@ -71,11 +73,9 @@ class Daemon:
     # ------------------------------------------------------------------ wiring
 
     def _build_services(self) -> None:
-        from leadd.loops import touchpoints
-
         self.supervisor.add("http", self._serve_http, critical=True)
         self.supervisor.add("poll", self._poll)
-        self.supervisor.add("touchpoints", lambda: touchpoints.run(self))
+        self.supervisor.add("touchpoints", self._touchpoints)
         if self.notifier.watchdog_interval:
             self.supervisor.add("watchdog", self._watchdog)
 
@@ -87,13 +87,19 @@ class Daemon:
         beat = functools.partial(self.supervisor.beat, "poll")
         await poll.run(self.runtime, shutdown=self.shutdown, beat=beat)
 
-    async def enrich(self, limit: int) -> int:
-        """Enrich up to `limit` due leads (for the touch-point loop, which enriches before it
-        sends); how many were claimed."""
+    async def _touchpoints(self) -> None:
         from leadd.intake import enrichment
+        from leadd.loops import touchpoints
 
-        assert self.runtime is not None
-        return await enrichment.enrich_due(self.runtime, limit)
+        if await self.wait_db() is None or self.runtime is None:
+            return  # shutting down before the database was ready
+        await touchpoints.run(
+            self.runtime,
+            shutdown=self.shutdown,
+            wake_event=self.wake_touchpoints,
+            beat=functools.partial(self.supervisor.beat, "touchpoints"),
+            enrich=functools.partial(enrichment.enrich_due, self.runtime),
+        )
 
     async def _serve_http(self) -> None:
         from leadd.web import GUARD, create_app
@@ -184,13 +190,7 @@ class Daemon:
         else:
             try:
                 await self.db.ping()
-            except (
-                OSError,
-                asyncpg.PostgresError,
-                TimeoutError,
-                asyncpg.InterfaceError,
-                asyncpg.InternalClientError,  # a pooled connection the server just cut
-            ) as exc:
+            except DB_ERRORS as exc:  # also a pooled connection the server just cut
                 log.warning("database.ping_failed", error=f"{type(exc).__name__}: {exc}")
                 problems["database"] = f"unreachable: {describe_error(exc)}"
         for name, text in self.supervisor.problems().items():
@@ -242,6 +242,7 @@ class Daemon:
                     twilio=self.twilio,
                     sendgrid=self.sendgrid,
                     instance_id=self.instance_id,
+                    clock=self.clock,
                     wake=self.wake_touchpoints.set,
                     health=self.health,
                 )

@@ -21,7 +21,7 @@ from leadd.db import Q
 from leadd.intake.events import decode_json
 from leadd.logs import get_logger
 from leadd.providers import sendgrid as sg
-from leadd.providers import twilio as tw
+from leadd.providers import twilio_signature as tw
 from leadd.store import DB_ERRORS
 from leadd.store.core import Tx
 from leadd.web import CONFIG, json_error, runtime_of

@@ -19,12 +19,16 @@ import yaml
 
 from leadd.config import Config
 from leadd.daemon import Daemon
+from leadd.runtime import Clock, utcnow
 
 
 @asynccontextmanager
-async def running_daemon(cfg: Config, *, ready: bool = True) -> AsyncIterator[Daemon]:
-    """Start Daemon(cfg) in this loop (no signal handlers); wait for HTTP (and DB if `ready`)."""
-    daemon = Daemon(cfg, env={})
+async def running_daemon(
+    cfg: Config, *, ready: bool = True, clock: Clock = utcnow
+) -> AsyncIterator[Daemon]:
+    """Start Daemon(cfg) in this loop (no signal handlers); wait for HTTP (and DB if `ready`).
+    `clock` is its runtime's clock (what is due, quiet hours, caps)."""
+    daemon = Daemon(cfg, env={}, clock=clock)
     task = asyncio.create_task(daemon.run(install_signals=False))
     try:
         waits = [daemon.http_ready.wait()] + ([daemon.db_ready.wait()] if ready else [])

@@ -3,6 +3,9 @@ leads, reconciles sends left in doubt by a crash, then claims due touch points a
 with bounded concurrency. A heartbeat extends the leases of rows still in flight, so a slow
 (rate-limited) send is never mistaken for a dead daemon's. While Twilio's message list cannot
 be read for sends in doubt, /readyz says so.
+
+It takes the Runtime (what is due is decided on its clock) and, from the daemon that runs it,
+the shutdown and wake-up events, a heartbeat, and the enrichment step as a callable.
 """
 
 from __future__ import annotations
@@ -10,45 +13,65 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from contextlib import suppress
-from typing import TYPE_CHECKING
-
-import asyncpg
 
 from leadd import metrics
 from leadd.logs import get_logger
-from leadd.outreach import Outreach
-
-if TYPE_CHECKING:
-    from leadd.daemon import Daemon
+from leadd.outreach import reconcile
+from leadd.outreach.send import Sender
+from leadd.runtime import Runtime
+from leadd.store import DB_ERRORS
+from leadd.store.outreach_models import TouchPoint
 
 log = get_logger(__name__)
 
 ENRICH_BATCH = 10
 ENRICH_WORKERS = 4
 
+Beat = Callable[[], None]
+# Enrich up to n due leads; returns how many were processed.
+Enrich = Callable[[int], Awaitable[int]]
 
-async def run(daemon: Daemon) -> None:
-    if await daemon.wait_db() is None:
-        return
-    engine = Outreach(daemon)
-    interval = daemon.config.touchpoints.interval
+
+def _no_beat() -> None:
+    """Without a supervisor: nobody to tell."""
+
+
+async def _no_enrich(limit: int) -> int:
+    """Without enrichment: touch points of enriched leads only."""
+    return 0
+
+
+async def run(
+    rt: Runtime,
+    *,
+    shutdown: asyncio.Event,
+    wake_event: asyncio.Event,
+    beat: Beat,
+    enrich: Enrich,
+) -> None:
+    engine = Sender(rt)
+    interval = rt.config.touchpoints.interval
     next_full = 0.0
-    while not daemon.shutdown.is_set():
-        daemon.wake_touchpoints.clear()
+    while not shutdown.is_set():
+        wake_event.clear()
         # A wake by a new lead only needs enrich + send; reconciling expired leases and the
         # due gauge run on the interval (leases expire on that scale), so a burst of leads
         # does not pay for them once per lead.
         full = time.monotonic() >= next_full
         if full:
             next_full = time.monotonic() + interval
-        await run_once(daemon, engine, full=full)
-        daemon.supervisor.beat("touchpoints")
+        await run_once(
+            rt, engine, full=full, shutdown=shutdown, wake_event=wake_event, beat=beat,
+            enrich=enrich,
+        )  # fmt: skip
+        beat()
         metrics.LOOP_LAST_RUN.labels("touchpoints").set(time.time())
-        if daemon.wake_touchpoints.is_set():
+        if wake_event.is_set():
             continue
-        wake = asyncio.create_task(daemon.wake_touchpoints.wait())
-        stop = asyncio.create_task(daemon.shutdown.wait())
+        wake = asyncio.create_task(wake_event.wait())
+        stop = asyncio.create_task(shutdown.wait())
         try:
             await asyncio.wait({wake, stop}, timeout=interval, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -57,7 +80,14 @@ async def run(daemon: Daemon) -> None:
 
 
 async def run_once(
-    daemon: Daemon, engine: Outreach | None = None, *, full: bool = True
+    rt: Runtime,
+    engine: Sender | None = None,
+    *,
+    full: bool = True,
+    shutdown: asyncio.Event | None = None,
+    wake_event: asyncio.Event | None = None,
+    beat: Beat = _no_beat,
+    enrich: Enrich = _no_enrich,
 ) -> Counter[str]:
     """One cycle: enrich, reconcile, then send until nothing is due (or shutdown).
 
@@ -66,112 +96,126 @@ async def run_once(
     event) is enriched and claimed without waiting for slow sends already in flight, so one
     slow or rate-limited provider call never holds back a new lead's first message.
     """
-    engine = engine or Outreach(daemon)
-    db, tp = daemon.db, daemon.config.touchpoints
-    assert db is not None
+    cycle = _Cycle(
+        rt,
+        engine or Sender(rt),
+        shutdown or asyncio.Event(),
+        wake_event or asyncio.Event(),
+        beat,
+        enrich,
+    )
     counts: Counter[str] = Counter()
-    await _enrich(daemon)
+    await cycle.enrich()
     if full:
-        stale = await db.fetch("claim_stale_sending", engine.owner, tp.lease, tp.batch_size)
-        for row in stale:
-            counts["reconcile:" + await engine.reconcile(row)] += 1
-        _report_lookups(daemon, engine, counts)
-    await _send_due(daemon, engine, counts)
+        reconciled = await reconcile.reconcile_in_doubt(rt, limit=rt.config.touchpoints.batch_size)
+        counts.update({f"reconcile:{outcome}": n for outcome, n in reconciled.items()})
+    await cycle.send_due(counts)
     if full:
-        due = await db.fetchrow("count_due_touchpoints", metrics.OVERDUE_AFTER)
-        metrics.set_touchpoints_due(due)
+        due = await rt.store.count_due(now=rt.clock(), overdue_after=metrics.OVERDUE_AFTER)
+        metrics.set_touchpoints_due(
+            {"n": due.due, "overdue": due.overdue, "unconfirmed": due.unconfirmed}
+        )
     if counts:
         log.info("touchpoints.cycle", **dict(counts))
     return counts
 
 
-def _report_lookups(daemon: Daemon, engine: Outreach, counts: Counter[str]) -> None:
-    """/readyz names a Twilio message list that could not be read in this pass while sends
-    wait on it; a pass without such failures (nothing left in doubt) clears it."""
-    if counts["reconcile:lookup_failed"] or counts["reconcile:unknown"]:
-        daemon.provider_problems["twilio"] = engine.lookup_problem
-    else:
-        daemon.provider_problems.pop("twilio", None)
+class _Cycle:
+    def __init__(
+        self,
+        rt: Runtime,
+        engine: Sender,
+        shutdown: asyncio.Event,
+        wake_event: asyncio.Event,
+        beat: Beat,
+        enrich: Enrich,
+    ) -> None:
+        self.rt, self.engine = rt, engine
+        self.shutdown, self.wake_event = shutdown, wake_event
+        self.beat, self._enrich_batch = beat, enrich
 
-
-async def _enrich(daemon: Daemon) -> None:
-    """Enrich every lead that is due. A burst of new leads can exceed one call's limit, and
-    each call works through its leads one by one, so a few calls run side by side (their
-    claims are disjoint: SKIP LOCKED)."""
-    # One claimer first: a lone new lead costs one claim, not ENRICH_WORKERS of them.
-    if await daemon.enrich(ENRICH_BATCH) < ENRICH_BATCH:
-        return
-    while not daemon.shutdown.is_set():
-        done = await asyncio.gather(*(daemon.enrich(ENRICH_BATCH) for _ in range(ENRICH_WORKERS)))
-        if max(done) < ENRICH_BATCH:
+    async def enrich(self) -> None:
+        """Enrich every lead that is due. A burst of new leads can exceed one call's limit,
+        and each call works through its leads one by one, so a few calls run side by side
+        (their claims are disjoint: SKIP LOCKED)."""
+        # One claimer first: a lone new lead costs one claim, not ENRICH_WORKERS of them.
+        if await self._enrich_batch(ENRICH_BATCH) < ENRICH_BATCH:
             return
-
-
-async def _send_due(daemon: Daemon, engine: Outreach, counts: Counter[str]) -> None:
-    db, tp = daemon.db, daemon.config.touchpoints
-    assert db is not None
-    in_flight: dict[asyncio.Task[None], int] = {}  # task -> touch point id
-    drained = False  # the last claim found fewer rows than it asked for
-
-    async def one(row: asyncpg.Record) -> None:
-        try:
-            if daemon.shutdown.is_set():
-                # Shutting down: hand unstarted rows back instead of starting new sends.
-                await db.execute("defer_touchpoint", row["id"], row["due_at"], None, engine.owner)
-                counts["released"] += 1
+        while not self.shutdown.is_set():
+            done = await asyncio.gather(
+                *(self._enrich_batch(ENRICH_BATCH) for _ in range(ENRICH_WORKERS))
+            )
+            if max(done) < ENRICH_BATCH:
                 return
-            counts[await engine.process(row)] += 1
-        except Exception:
-            # One bad row must not stop the loop; its lease expires and it is reconciled.
-            counts["error"] += 1
-            log.exception("touchpoint.error", touch_point_id=row["id"])
 
-    async def heartbeat() -> None:
-        while True:
-            await asyncio.sleep(tp.lease / 3)
-            if in_flight:
-                with suppress(asyncpg.PostgresError, OSError):
-                    await db.execute(
-                        "extend_leases", engine.owner, tp.lease, list(in_flight.values())
-                    )
+    async def send_due(self, counts: Counter[str]) -> None:
+        rt, tp, owner = self.rt, self.rt.config.touchpoints, self.rt.instance_id
+        in_flight: dict[asyncio.Task[None], int] = {}  # task -> touch point id
+        drained = False  # the last claim found fewer rows than it asked for
 
-    beat = asyncio.create_task(heartbeat())
-    try:
-        while True:
-            free = tp.concurrency - len(in_flight)
-            if not drained and free > 0 and not daemon.shutdown.is_set():
-                limit = min(tp.batch_size, free)
-                rows = await db.fetch("claim_touchpoints", engine.owner, tp.lease, limit)
-                for row in rows:
-                    in_flight[asyncio.create_task(one(row))] = row["id"]
-                drained = len(rows) < limit
-                if not drained and len(rows) < free:
-                    continue  # more are due and there is room: claim again now
-            if not in_flight:
-                return
-            woken = asyncio.create_task(daemon.wake_touchpoints.wait())
+        async def one(row: TouchPoint) -> None:
             try:
-                done, _ = await asyncio.wait(
-                    {*in_flight, woken}, return_when=asyncio.FIRST_COMPLETED
-                )
-            finally:
-                woken.cancel()
-            for task in done:
-                if task is not woken:
-                    in_flight.pop(task)  # type: ignore[arg-type]
-            daemon.supervisor.beat("touchpoints")  # a long busy cycle is still progress
-            if daemon.wake_touchpoints.is_set() and not daemon.shutdown.is_set():
-                # A new lead: enrich it now and look for due rows again.
-                daemon.wake_touchpoints.clear()
-                await _enrich(daemon)
-                drained = False
-    except asyncio.CancelledError:
-        for task in in_flight:  # forced shutdown: do not wait out slow provider calls
-            task.cancel()
-        raise
-    finally:
-        if in_flight:
-            await asyncio.gather(*in_flight, return_exceptions=True)
-        beat.cancel()
-        with suppress(asyncio.CancelledError):
-            await beat
+                if self.shutdown.is_set():
+                    # Shutting down: hand unstarted rows back instead of starting new sends.
+                    await rt.store.defer(
+                        touch_point_id=row.id, owner=owner, until=row.due_at, reason=None
+                    )
+                    counts["released"] += 1
+                    return
+                counts[await self.engine.process(row)] += 1
+            except Exception:
+                # One bad row must not stop the loop; its lease expires and it is reconciled.
+                counts["error"] += 1
+                log.exception("touchpoint.error", touch_point_id=row.id)
+
+        async def heartbeat() -> None:
+            while True:
+                await asyncio.sleep(tp.lease / 3)
+                if in_flight:
+                    with suppress(*DB_ERRORS):
+                        await rt.store.extend_leases(
+                            owner=owner, lease=tp.lease, ids=list(in_flight.values())
+                        )
+
+        leases = asyncio.create_task(heartbeat())
+        try:
+            while True:
+                free = tp.concurrency - len(in_flight)
+                if not drained and free > 0 and not self.shutdown.is_set():
+                    limit = min(tp.batch_size, free)
+                    rows = await rt.store.claim_touchpoints(
+                        owner=owner, limit=limit, lease=tp.lease, now=rt.clock()
+                    )
+                    for row in rows:
+                        in_flight[asyncio.create_task(one(row))] = row.id
+                    drained = len(rows) < limit
+                    if not drained and len(rows) < free:
+                        continue  # more are due and there is room: claim again now
+                if not in_flight:
+                    return
+                woken = asyncio.create_task(self.wake_event.wait())
+                try:
+                    done, _ = await asyncio.wait(
+                        {*in_flight, woken}, return_when=asyncio.FIRST_COMPLETED
+                    )
+                finally:
+                    woken.cancel()
+                for task in done:
+                    if task is not woken:
+                        in_flight.pop(task)  # type: ignore[arg-type]
+                self.beat()  # a long busy cycle is still progress
+                if self.wake_event.is_set() and not self.shutdown.is_set():
+                    # A new lead: enrich it now and look for due rows again.
+                    self.wake_event.clear()
+                    await self.enrich()
+                    drained = False
+        except asyncio.CancelledError:
+            for task in in_flight:  # forced shutdown: do not wait out slow provider calls
+                task.cancel()
+            raise
+        finally:
+            if in_flight:
+                await asyncio.gather(*in_flight, return_exceptions=True)
+            leases.cancel()
+            with suppress(asyncio.CancelledError):
+                await leases

@@ -1,9 +1,8 @@
-"""Twilio Programmable Messaging over plain aiohttp: send an SMS, find one after a crash, check
-webhook signatures.
+"""Twilio Programmable Messaging over plain aiohttp: send an SMS, and find one after a crash.
 
 No Twilio SDK at runtime: its async client pulls in `requests` and `aiohttp-retry`, retries on
-its own (hiding 429s we want to see), and we need only three calls. Wire facts (endpoints,
-codes, the signature algorithm) are in docs/reference messaging.md §1-§6.
+its own (hiding 429s we want to see), and we need only two calls. What Twilio's codes, error
+bodies and message pages mean is in twilio_wire.py; webhook signatures in twilio_signature.py.
 
 `send_sms` never raises for provider or network trouble: it classifies the outcome into a
 `SendResult` so the caller decides about retries in one place. It waits for the sender's
@@ -16,41 +15,30 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import email.utils
-import hashlib
-import hmac
-import json
 import time
-from collections.abc import Iterable, Iterator, Mapping
-from typing import Any, Protocol
-from urllib.parse import urlparse
+from collections.abc import Mapping
+from typing import Any
 
 import aiohttp
 
 from leadd.backoff import Backoff
 from leadd.logs import get_logger
 from leadd.providers.result import Gate, SendResult, dry_run_result, parse_retry_after
+from leadd.providers.twilio_wire import (
+    OPT_OUT_CODES,
+    THROTTLE_CODES,
+    TwilioError,
+    json_object,
+    match_message,
+    parse_error,
+    reaches_before,
+)
 from leadd.ratelimit import RateLimiter
 
 log = get_logger(__name__)
 
 API_VERSION = "2010-04-01"
 DEFAULT_BASE_URL = "https://api.twilio.com"
-SIGNATURE_HEADER = "X-Twilio-Signature"
-
-# 21610: the recipient texted STOP (or the carrier opted them out). Twilio refuses every later
-# send from this sender/service until they text START, so the lead must be marked opted out.
-OPT_OUT_CODES = frozenset({21610})
-# The number can never receive SMS from us: 21211 invalid 'To', 21614 not a mobile number,
-# 21612 'To' not reachable via SMS from this sender, 21408 destination region not enabled,
-# 21606 'From' cannot send to this destination. Permanent for the (recipient, sender) pair.
-INVALID_RECIPIENT_CODES = frozenset({21211, 21614, 21408, 21612, 21606})
-# 20429: REST concurrency exceeded ("safe to retry after backing off"); 21611: this sender
-# already has more than 10 hours of messages queued at its MPS. Both mean "slow down".
-THROTTLE_CODES = frozenset({20429, 21611})
-# 20003: authentication failed. Permanent until an operator fixes the credentials.
-AUTH_CODES = frozenset({20003})
-
 # The longest pause one answer may impose (Retry-After on a 429 or 5xx). Twilio's own 429s ask
 # for seconds; a larger value (a proxy, a misconfiguration: 86400 was seen) would otherwise
 # hold every lead's first SMS from this sender, and park the throttled send, for that long.
@@ -64,22 +52,6 @@ RECONCILE_SLACK = dt.timedelta(seconds=60)
 RECONCILE_PAGE_SIZE = 50
 # More pages than this for one (To, From, day) means something is wrong; refuse to guess.
 MAX_RECONCILE_PAGES = 20
-_MAX_ERROR_TEXT = 300
-
-
-class TwilioError(Exception):
-    """Twilio could not answer a reconciliation query; retry it later, never assume."""
-
-    def __init__(self, message: str, *, http_status: int | None = None, code: str | None = None):
-        super().__init__(message)
-        self.http_status = http_status
-        self.code = code
-
-
-class _MultiValued(Protocol):
-    def getall(self, key: str) -> list[Any]: ...
-
-    def __iter__(self) -> Iterator[str]: ...
 
 
 class TwilioClient:
@@ -239,10 +211,10 @@ class TwilioClient:
         url = self.messages_url
         for _ in range(MAX_RECONCILE_PAGES):
             page = await self._get_json(url, params)
-            sid = _match_message(page, to=to, from_=from_, cutoff=cutoff, body=body)
+            sid = match_message(page, to=to, from_=from_, cutoff=cutoff, body=body)
             if sid is not None:
                 return sid
-            if stop_at_cutoff and _reaches_before(page, cutoff):
+            if stop_at_cutoff and reaches_before(page, cutoff):
                 return None
             next_uri = page.get("next_page_uri")
             if not next_uri:
@@ -281,7 +253,7 @@ class TwilioClient:
     ) -> SendResult:
         if 200 <= status < 300:
             self._throttled.pop(from_, None)
-            data = _json_object(text)
+            data = json_object(text)
             sid = data.get("sid") if data else None
             if not isinstance(sid, str):
                 # Accepted (and billed) but unreadable: report "sent" so nothing resends it.
@@ -330,7 +302,7 @@ class TwilioClient:
             raise TwilioError("listing messages timed out") from exc
         except aiohttp.ClientError as exc:
             raise TwilioError(f"listing messages failed: {type(exc).__name__}: {exc}") from exc
-        page = _json_object(text)
+        page = json_object(text)
         if page is None or not isinstance(page.get("messages"), list):
             raise TwilioError("listing messages returned an unreadable page")
         return page
@@ -363,170 +335,8 @@ class TwilioClient:
             )
 
 
-def parse_error(status: int, text: str) -> tuple[str, str | None]:
-    """(code, message) from any Twilio error body; never raises.
-
-    Handles the classic `{code, message, more_info, status}`, RFC 9457 `{title, detail,
-    code}`, camelCase product APIs, and non-JSON bodies (proxies, load balancers). The code
-    falls back to "http_<status>" so metrics always have a label.
-    """
-    data = _json_object(text)
-    code: str | None = None
-    message: str | None = None
-    if data is not None:
-        for key in ("code", "error_code", "errorCode"):
-            raw = data.get(key)
-            if isinstance(raw, int | str) and not isinstance(raw, bool) and str(raw).strip():
-                code = str(raw).strip()
-                break
-        for key in ("message", "detail", "title", "error_message", "errorMessage"):
-            raw = data.get(key)
-            if isinstance(raw, str) and raw.strip():
-                message = raw.strip()
-                break
-    elif text.strip():
-        message = text.strip()[:_MAX_ERROR_TEXT]
-    return code or f"http_{status}", message
-
-
-def compute_signature(
-    auth_token: str, url: str, params: Mapping[str, str] | _MultiValued | None
-) -> str:
-    """X-Twilio-Signature for a request: base64(HMAC-SHA1(token, url + name+value...)).
-
-    Names in sorted order; each name's distinct values in sorted order (twilio-python drops
-    duplicate values, and so must we to agree with Twilio). `params` may be a plain mapping
-    or a multi-dict with `getall` (aiohttp's `await request.post()`), so repeated keys such
-    as `MediaUrl` are all signed.
-    """
-    parts = [url]
-    if params:
-        for name in sorted(set(params)):
-            for value in sorted(set(_values(params, name))):
-                parts.append(name + value)
-    mac = hmac.new(auth_token.encode("utf-8"), "".join(parts).encode("utf-8"), hashlib.sha1)
-    return base64.b64encode(mac.digest()).decode("ascii")
-
-
-def validate_signature(
-    auth_token: str,
-    url: str,
-    params: Mapping[str, str] | _MultiValued | None,
-    signature: str | None,
-) -> bool:
-    """True when `signature` matches `url` + `params` under `auth_token`.
-
-    Accepts the URL both with and without its default port, as twilio-python's
-    RequestValidator does, because Twilio is not consistent about which one it signs.
-    Compares in constant time; a missing signature or a malformed URL is simply False.
-    """
-    if not signature or not auth_token:
-        return False
-    try:
-        with_port, without_port = _url_variants(url)
-    except ValueError:
-        return False
-    expected = signature.strip().encode("utf-8")
-    ok_with = hmac.compare_digest(
-        compute_signature(auth_token, with_port, params).encode(), expected
-    )
-    ok_without = hmac.compare_digest(
-        compute_signature(auth_token, without_port, params).encode(), expected
-    )
-    return ok_with or ok_without
-
-
-def _url_variants(url: str) -> tuple[str, str]:
-    """(url with the scheme's default port added, url with any port removed).
-
-    Built exactly as twilio-python's `add_port`/`remove_port` (urlparse + geturl), so a URL
-    canonicalises the same way on both sides.
-    """
-    parsed = urlparse(url)
-    if parsed.port:  # .port raises ValueError on a malformed port
-        with_port = parsed.geturl()
-        without_port = parsed._replace(netloc=parsed.netloc.split(":")[0]).geturl()
-    else:
-        default = 443 if parsed.scheme == "https" else 80
-        with_port = parsed._replace(netloc=f"{parsed.netloc}:{default}").geturl()
-        without_port = parsed.geturl()
-    return with_port, without_port
-
-
-def _values(params: Mapping[str, str] | _MultiValued, name: str) -> Iterable[str]:
-    getall = getattr(params, "getall", None)
-    if callable(getall):
-        return [str(v) for v in getall(name)]
-    getlist = getattr(params, "getlist", None)
-    if callable(getlist):
-        return [str(v) for v in getlist(name)]
-    return [str(params[name])]  # type: ignore[index]
-
-
-def _match_message(
-    page: Mapping[str, Any], *, to: str, from_: str, cutoff: dt.datetime, body: str | None
-) -> str | None:
-    for msg in page["messages"]:
-        if not isinstance(msg, dict):
-            continue
-        sid = msg.get("sid")
-        if not isinstance(sid, str):
-            continue
-        # Twilio already filtered To/From; re-check so a misbehaving filter cannot match.
-        if msg.get("to") != to or msg.get("from") != from_:
-            continue
-        if body is not None and msg.get("body") != body:
-            continue
-        created = _parse_rfc2822(msg.get("date_created"))
-        if created is None:
-            raise TwilioError(f"message {sid} has an unreadable date_created")
-        if created >= cutoff:
-            return sid
-    return None
-
-
-def _reaches_before(page: Mapping[str, Any], cutoff: dt.datetime) -> bool:
-    """Newest-first listing: once a page holds a message created before the cutoff, the
-    pages after it are older still."""
-    for msg in page["messages"]:
-        created = _parse_rfc2822(msg.get("date_created")) if isinstance(msg, dict) else None
-        if created is not None and created < cutoff:
-            return True
-    return False
-
-
-def _parse_rfc2822(value: object) -> dt.datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        parsed = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
-
-
-def _json_object(text: str) -> dict[str, Any] | None:
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def _transport_failure(code: str, message: str, started: float) -> SendResult:
     return SendResult("retry", None, None, code, message, None, time.monotonic() - started)
 
 
-__all__ = [
-    "AUTH_CODES",
-    "INVALID_RECIPIENT_CODES",
-    "MAX_RETRY_AFTER",
-    "OPT_OUT_CODES",
-    "SIGNATURE_HEADER",
-    "THROTTLE_CODES",
-    "TwilioClient",
-    "TwilioError",
-    "compute_signature",
-    "parse_error",
-    "validate_signature",
-]
+__all__ = ["MAX_RETRY_AFTER", "TwilioClient"]

@@ -22,6 +22,7 @@ from leadd.store.events import EventStore
 from leadd.store.inbox import InboxStore
 from leadd.store.intake import IntakeStore
 from leadd.store.ops import OpsStore
+from leadd.store.outreach import OutreachStore
 from leadd.store.staff import StaffStore
 
 # What a lost, refused or failing database raises through the store. InternalClientError:
@@ -36,7 +37,14 @@ DB_ERRORS: tuple[type[BaseException], ...] = (
 
 
 class Store(
-    ConversationStore, InboxStore, StaffStore, EventStore, IntakeStore, OpsStore, StoreCore
+    ConversationStore,
+    InboxStore,
+    StaffStore,
+    EventStore,
+    IntakeStore,
+    OutreachStore,
+    OpsStore,
+    StoreCore,
 ):
     """Every store part over one pool, bound to one tenant."""
 

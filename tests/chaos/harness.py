@@ -33,7 +33,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from leadd import phones as phonemod
 from leadd.providers.shopmonkey_webhook import sign_webhook
-from leadd.providers.twilio import compute_signature
+from leadd.providers.twilio_signature import compute_signature
 from tests.chaos.pii import PiiScanner
 from tests.conftest import base_config, free_port
 from tests.helpers import DaemonProcess, wait_for

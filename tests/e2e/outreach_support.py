@@ -1,13 +1,18 @@
 """Shared pieces of the outreach end-to-end tests: config for a daemon wired to the fake
 providers, a signed order webhook that embeds its customer (no Shopmonkey API needed), signed
-inbound SMS, a hold on the Twilio rate limiter, and small database readers."""
+inbound SMS, a hold on the Twilio rate limiter, one touch-point cycle on a chosen clock, and
+small database readers."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import datetime as dt
+import functools
 import json
 import time
 import uuid
+from collections import Counter
 from typing import Any
 
 import aiohttp
@@ -16,10 +21,14 @@ import pytest
 from twilio.request_validator import RequestValidator
 
 from leadd.config import Config
+from leadd.daemon import Daemon
+from leadd.intake import enrichment
+from leadd.loops import touchpoints
 from leadd.providers import sendgrid as sendgrid_module
 from leadd.providers import twilio as twilio_module
 from leadd.providers.shopmonkey_webhook import sign_webhook
 from leadd.ratelimit import RateLimiter
+from leadd.runtime import Clock, Runtime
 from tests.conftest import base_config, make_config
 from tests.fakes.sendgrid import FakeSendGrid
 from tests.fakes.twilio import FakeTwilio
@@ -30,6 +39,41 @@ PUBLIC = "https://leads.example.com"
 SMS_FROM = "+15125550199"
 # Chicago (312): one time zone, IL has no state rule stricter than the 09:00-20:00 default.
 PHONE = "+13125550123"
+
+
+class PinnedClock:
+    """A clock the test sets (`now`) and moves forward by hand."""
+
+    def __init__(self, now: dt.datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+
+def runtime(
+    daemon: Daemon, *, clock: Clock | None = None, instance_id: str | None = None
+) -> Runtime:
+    """The daemon's runtime, seen on another clock or as another lease owner."""
+    rt = daemon.runtime
+    assert rt is not None, "the daemon's database is not ready"
+    return dataclasses.replace(
+        rt, clock=clock or rt.clock, instance_id=instance_id or rt.instance_id
+    )
+
+
+async def cycle(daemon: Daemon, *, clock: Clock | None = None, full: bool = True) -> Counter[str]:
+    """One touch-point cycle run beside the daemon's own loop, as that loop runs it (its
+    enrichment, shutdown and wake-up events), on `clock` when given."""
+    rt = runtime(daemon, clock=clock)
+    return await touchpoints.run_once(
+        rt,
+        full=full,
+        shutdown=daemon.shutdown,
+        wake_event=daemon.wake_touchpoints,
+        beat=functools.partial(daemon.supervisor.beat, "touchpoints"),
+        enrich=functools.partial(enrichment.enrich_due, rt),
+    )
 
 
 def provider_sections(
@@ -112,13 +156,18 @@ def order_payload(
 
 
 async def post_order(
-    session: aiohttp.ClientSession, base: str, payload: dict[str, Any], secret: str = SECRET
+    session: aiohttp.ClientSession,
+    base: str,
+    payload: dict[str, Any],
+    secret: str = SECRET,
+    *,
+    at: dt.datetime | None = None,
 ) -> str:
-    """POST a signed order webhook; returns the new lead id."""
+    """POST a signed order webhook, signed now or `at` (a daemon on a pinned clock checks
+    the signature's timestamp on that clock); returns the new lead id."""
     body = json.dumps(payload).encode()
-    headers = sign_webhook(
-        body, secret, msg_id=f"msg_{uuid.uuid4().hex}", timestamp=int(time.time())
-    )
+    timestamp = int(at.timestamp() if at is not None else time.time())
+    headers = sign_webhook(body, secret, msg_id=f"msg_{uuid.uuid4().hex}", timestamp=timestamp)
     headers["Content-Type"] = "application/json"
     async with session.post(f"{base}/webhooks/shopmonkey/order", data=body, headers=headers) as r:
         answer = await r.json()

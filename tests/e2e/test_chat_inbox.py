@@ -17,7 +17,6 @@ import pytest
 
 from leadd.conversations import staff
 from leadd.daemon import Daemon
-from leadd.loops import touchpoints
 from tests.e2e.chat_support import (
     AGENT,
     MANAGER,
@@ -28,7 +27,7 @@ from tests.e2e.chat_support import (
     csrf_of,
     token_of,
 )
-from tests.e2e.outreach_support import PHONE, order_payload, post_order, sql
+from tests.e2e.outreach_support import PHONE, cycle, order_payload, post_order, sql
 from tests.fakes.twilio import FakeTwilio
 from tests.helpers import base_url, running_daemon, wait_for
 
@@ -226,7 +225,7 @@ async def test_reply_with_the_page_closed_goes_as_one_sms_and_never_to_an_opted_
     assert status == 409 and "opted out" in page and "Still there?" in page  # draft kept
     assert len(await sql(inbox.url, "SELECT id FROM touch_points WHERE kind = 'staff'")) == 1
     assert len(await sql(inbox.url, "SELECT id FROM chat_messages WHERE author IS NOT NULL")) == 1
-    await touchpoints.run_once(inbox.daemon)
+    await cycle(inbox.daemon)
     assert len(twilio.messages) == 2
 
 
@@ -257,7 +256,7 @@ async def test_a_stop_arriving_after_a_reply_was_queued_stops_it_at_the_gate(
         inbox.daemon.config.tenant.id,
         PHONE,
     )
-    await touchpoints.run_once(inbox.daemon)
+    await cycle(inbox.daemon)
     assert len(twilio.messages) == 1  # the first SMS only
     [tp] = await sql(inbox.url, "SELECT * FROM touch_points WHERE kind = 'staff'")
     assert (tp["state"], tp["last_error"]) == ("cancelled", "sms opted out")

@@ -28,9 +28,16 @@ from prometheus_client.parser import text_string_to_metric_families
 from twilio.request_validator import RequestValidator
 
 from leadd import metrics
-from leadd.loops import poll, touchpoints
+from leadd.loops import poll
 from tests.conftest import make_config
-from tests.e2e.outreach_support import PHONE, order_payload, outreach_config, post_order, sql
+from tests.e2e.outreach_support import (
+    PHONE,
+    cycle,
+    order_payload,
+    outreach_config,
+    post_order,
+    sql,
+)
 from tests.fakes.sendgrid import FakeSendGrid
 from tests.fakes.shopmonkey import FakeShopmonkey
 from tests.fakes.twilio import FakeTwilio
@@ -324,9 +331,9 @@ async def test_touchpoints_due_and_overdue_gauges(
             database_url,
             "UPDATE touch_points SET due_at = now() - interval '1 minute' WHERE step_index = 2",
         )
-        await touchpoints.run_once(daemon, full=True)
+        await cycle(daemon, full=True)
         assert value("leadd_touchpoints_due") == 2
         assert value("leadd_touchpoints_overdue") == 1
         await sql(database_url, "UPDATE touch_points SET due_at = now() + interval '1 h'")
-        await touchpoints.run_once(daemon, full=True)
+        await cycle(daemon, full=True)
         assert (value("leadd_touchpoints_due"), value("leadd_touchpoints_overdue")) == (0, 0)

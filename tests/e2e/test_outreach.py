@@ -1,6 +1,6 @@
 """Outreach end to end: the real daemon (in-process) against fake Twilio and SendGrid on local
-sockets. Time is controlled by calling `touchpoints.run_once` with an injected clock and by
-moving `due_at` in the database, never by sleeping."""
+sockets. Time is controlled by running touch-point cycles on a pinned clock (what is due is
+decided on that clock), never by sleeping."""
 
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ import aiohttp
 import pytest
 
 from leadd import chatlinks as links
-from leadd.loops import touchpoints
-from leadd.outreach import Outreach
 from tests.e2e.outreach_support import (
     PHONE,
     SMS_FROM,
+    PinnedClock,
+    cycle,
     order_payload,
     outreach_config,
     post_order,
@@ -36,14 +36,6 @@ def at_chicago(hour: int, minute: int = 0, days: int = 1) -> dt.datetime:
     is not needed: the default quiet hours hold every day and IL has no state rule)."""
     day = dt.datetime.now(CHICAGO).date() + dt.timedelta(days=days)
     return dt.datetime.combine(day, dt.time(hour, minute), CHICAGO).astimezone(dt.UTC)
-
-
-class Clock:
-    def __init__(self, now: dt.datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> dt.datetime:
-        return self.now
 
 
 # --------------------------------------------------------------------------- speed to lead
@@ -148,12 +140,12 @@ async def test_three_step_sequence_across_controlled_time(
         assert mail["due_at"] - ack["due_at"] == dt.timedelta(hours=1)
         assert day1["due_at"] - mail["due_at"] == dt.timedelta(days=1)
 
-        engine = Outreach(daemon, clock=Clock(at_chicago(10)))
-        assert await touchpoints.run_once(daemon, engine) == {}  # nothing due yet
+        clock = PinnedClock(mail["due_at"] - dt.timedelta(seconds=1))
+        assert await cycle(daemon, clock=clock) == {}  # nothing due yet
         assert sendgrid.mails == [] and len(twilio.messages) == 1
 
-        await _make_due(database_url, mail["id"])
-        counts = await touchpoints.run_once(daemon, engine)
+        clock.now = mail["due_at"]  # the hour has passed
+        counts = await cycle(daemon, clock=clock)
         assert counts["sent"] == 1
         [sent] = sendgrid.mails
         body = sent["body"]
@@ -192,13 +184,17 @@ async def test_three_step_sequence_across_controlled_time(
         [mail_row] = await sql(database_url, "SELECT * FROM touch_points WHERE id = $1", mail["id"])
         assert mail_row["state"] == "sent" and mail_row["provider_id"] == sent["message_id"]
 
-        await _make_due(database_url, day1["id"])
-        assert (await touchpoints.run_once(daemon, engine))["sent"] == 1
+        clock.now = day1["due_at"] - dt.timedelta(seconds=1)
+        assert await cycle(daemon, clock=clock) == {}
+        # The day after, at 10:00 in Chicago: due, and inside the recipient's window.
+        clock.now = at_chicago(10, days=2)
+        assert clock.now >= day1["due_at"]
+        assert (await cycle(daemon, clock=clock))["sent"] == 1
         assert [m["body"] for m in twilio.messages] == [
             "Hi Jamie, thanks! Acme Auto Care Downtown",
             "Still want that Oil change? +15125550100",
         ]
-        assert await touchpoints.run_once(daemon, engine) == {}
+        assert await cycle(daemon, clock=clock) == {}
         assert len(twilio.messages) == 2 and len(sendgrid.mails) == 1
 
 
@@ -263,28 +259,27 @@ async def test_follow_up_outside_quiet_hours_waits_for_the_window(
         if open_at <= night:
             open_at += dt.timedelta(days=7)
 
-        await _make_due(database_url, later["id"])
-        clock = Clock(night.astimezone(dt.UTC))
-        engine = Outreach(daemon, clock=clock)
-        assert (await touchpoints.run_once(daemon, engine))["deferred"] == 1
+        clock = PinnedClock(night.astimezone(dt.UTC))
+        assert clock.now >= later["due_at"]
+        assert (await cycle(daemon, clock=clock))["deferred"] == 1
         [row] = await sql(database_url, "SELECT * FROM touch_points WHERE id = $1", later["id"])
         assert row["state"] == "scheduled"
         assert row["due_at"] == open_at.astimezone(dt.UTC)
         assert row["attempts"] == 0  # waiting is not a failed attempt
         assert len(twilio.messages) == 1
 
-        # One minute early: still deferred to the same opening.
+        # One minute early: not due yet; and made due, still deferred to the same opening.
         clock.now = open_at.astimezone(dt.UTC) - dt.timedelta(minutes=1)
+        assert await cycle(daemon, clock=clock) == {}
         await _make_due(database_url, later["id"])
-        assert (await touchpoints.run_once(daemon, engine))["deferred"] == 1
+        assert (await cycle(daemon, clock=clock))["deferred"] == 1
         [row] = await sql(
             database_url, "SELECT due_at FROM touch_points WHERE id = $1", later["id"]
         )
         assert row["due_at"] == open_at.astimezone(dt.UTC)
 
         clock.now = open_at.astimezone(dt.UTC)
-        await _make_due(database_url, later["id"])
-        assert (await touchpoints.run_once(daemon, engine))["sent"] == 1
+        assert (await cycle(daemon, clock=clock))["sent"] == 1
         assert [m["body"] for m in twilio.messages] == ["Hi!", "Still there?"]
 
 
@@ -292,28 +287,24 @@ async def test_first_acknowledgement_is_deferred_at_night_when_configured(
     database_url: str,
     twilio: FakeTwilio,
     http: aiohttp.ClientSession,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """first_touch_immediate: false puts the instant acknowledgement under quiet hours too."""
-    import leadd.outreach
-
     night = at_chicago(23, 15)
-    monkeypatch.setattr(leadd.outreach, "_now", lambda: night)  # the loop's own engine too
     cfg = outreach_config(
         database_url,
         twilio,
         touchpoints={"interval": "1h"},
         compliance={"first_touch_immediate": False},
     )
-    async with running_daemon(cfg) as daemon:
-        lead_id = await post_order(http, base_url(daemon), order_payload())
+    async with running_daemon(cfg, clock=PinnedClock(night)) as daemon:
+        lead_id = await post_order(http, base_url(daemon), order_payload(), at=night)
 
         async def deferred() -> bool:
             [tp] = await touch_points(database_url, lead_id)
             return tp["state"] == "scheduled" and tp["due_at"] == at_chicago(9, 0, days=2)
 
         await wait_for(deferred)
-        assert await touchpoints.run_once(daemon) == {}  # not due before 09:00
+        assert await cycle(daemon) == {}  # not due before 09:00
         assert twilio.messages == []
 
 
@@ -333,9 +324,9 @@ async def test_a_stalled_first_acknowledgement_waits_for_the_window(
 
         await wait_for(retry_scheduled)
         [tp] = await touch_points(database_url, lead_id)
-        await _make_due(database_url, tp["id"])
-        engine = Outreach(daemon, clock=Clock(at_chicago(23, 15)))
-        assert (await touchpoints.run_once(daemon, engine))["deferred"] == 1
+        clock = PinnedClock(at_chicago(23, 15))
+        assert clock.now >= tp["due_at"]  # its retry is due by then
+        assert (await cycle(daemon, clock=clock))["deferred"] == 1
         [tp] = await touch_points(database_url, lead_id)
         assert tp["state"] == "scheduled" and tp["due_at"] == at_chicago(9, 0, days=2)
         assert twilio.messages == []

@@ -17,14 +17,16 @@ import aiohttp
 import asyncpg
 import pytest
 
-from leadd.db import Q
-from leadd.loops import touchpoints
-from leadd.outreach import Outreach
+from leadd.daemon import Daemon
 from leadd.providers import twilio as twilio_module
+from leadd.runtime import Clock
+from leadd.store.core import Q
 from tests.conftest import TENANT_ID
 from tests.e2e.outreach_support import (
     PHONE,
     LimiterHold,
+    PinnedClock,
+    cycle,
     inbound,
     order_payload,
     outreach_config,
@@ -51,14 +53,6 @@ ACK_AND_LATER = {
         },
     ]
 }
-
-
-class Clock:
-    def __init__(self, now: dt.datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> dt.datetime:
-        return self.now
 
 
 def at_chicago(hour: int, minute: int = 0, days: int = 1) -> dt.datetime:
@@ -245,13 +239,13 @@ async def test_an_unsubscribe_while_an_email_waits_for_its_slot_is_never_sent(
 async def _follow_up_waiting(
     database_url: str,
     http: aiohttp.ClientSession,
-    daemon: object,
+    daemon: Daemon,
     twilio: FakeTwilio,
     hold: LimiterHold,
-    engine: Outreach,
+    clock: Clock | None = None,
 ) -> tuple[str, asyncio.Task[Counter[str]]]:
     """A lead whose acknowledgement went out; its follow-up is made due and claimed by a
-    cycle of `engine`, and now waits at the rate limiter. Returns the lead id and the cycle."""
+    cycle on `clock`, and now waits at the rate limiter. Returns the lead id and the cycle."""
     lead_id = await post_order(http, base_url(daemon), order_payload())
     await wait_for(lambda: twilio.messages)
 
@@ -261,9 +255,9 @@ async def _follow_up_waiting(
     await wait_for(ack_sent)
     await sql(database_url, "UPDATE touch_points SET due_at = now() WHERE state = 'scheduled'")
     hold.armed = True
-    cycle = asyncio.create_task(touchpoints.run_once(daemon, engine, full=False))  # type: ignore[arg-type]
+    running = asyncio.create_task(cycle(daemon, clock=clock, full=False))
     await hold.until_waiting(1)
-    return lead_id, cycle
+    return lead_id, running
 
 
 async def test_quiet_hours_that_begin_while_a_send_waits_defer_it(
@@ -279,13 +273,11 @@ async def test_quiet_hours_that_begin_while_a_send_waits_defer_it(
         database_url, twilio, sequences=ACK_AND_LATER, touchpoints={"interval": "1h"}
     )
     async with running_daemon(cfg) as daemon:
-        clock = Clock(at_chicago(19, 59))
-        lead_id, cycle = await _follow_up_waiting(
-            database_url, http, daemon, twilio, hold, Outreach(daemon, clock=clock)
-        )
+        clock = PinnedClock(at_chicago(19, 59))
+        lead_id, running = await _follow_up_waiting(database_url, http, daemon, twilio, hold, clock)
         clock.now = at_chicago(20, 0) + dt.timedelta(seconds=30)
         hold.release(1)
-        assert (await cycle)["deferred"] == 1
+        assert (await running)["deferred"] == 1
     _, later = await touch_points(database_url, lead_id)
     assert later["state"] == "scheduled" and later["due_at"] == at_chicago(9, 0, days=2)
     assert later["attempts"] == 0
@@ -310,9 +302,7 @@ async def test_a_cap_filled_while_a_send_waits_defers_it(
         compliance={"quiet_hours": "00:00-24:00", "max_sms_per_day": 2},
     )
     async with running_daemon(cfg) as daemon:
-        lead_id, cycle = await _follow_up_waiting(
-            database_url, http, daemon, twilio, hold, Outreach(daemon)
-        )
+        lead_id, running = await _follow_up_waiting(database_url, http, daemon, twilio, hold)
         await sql(
             database_url,
             "INSERT INTO touch_points (tenant_id, lead_id, sequence, step_index, step_name,"
@@ -323,7 +313,7 @@ async def test_a_cap_filled_while_a_send_waits_defers_it(
             PHONE,
         )
         hold.release(1)
-        assert (await cycle)["deferred"] == 1
+        assert (await running)["deferred"] == 1
     rows = {r["step_name"]: r for r in await touch_points(database_url, lead_id)}
     ack, later = rows["ack"], rows["later"]
     assert later["state"] == "scheduled" and later["last_error"].startswith("deferred")
@@ -344,16 +334,14 @@ async def test_a_reply_while_a_follow_up_waits_stops_it(
         database_url, twilio, sequences=ACK_AND_LATER, touchpoints={"interval": "1h"}
     )
     async with running_daemon(cfg) as daemon:
-        lead_id, cycle = await _follow_up_waiting(
-            database_url, http, daemon, twilio, hold, Outreach(daemon)
-        )
+        lead_id, running = await _follow_up_waiting(database_url, http, daemon, twilio, hold)
         reply = inbound("Sounds good, Tuesday?", "SM" + uuid.uuid4().hex)
         status, _ = await twilio_post(
             http, daemon, "/webhooks/twilio/sms", reply, token=cfg.twilio.auth_token
         )
         assert status == 200
         hold.release(1)
-        await cycle
+        await running
     _, later = await touch_points(database_url, lead_id)
     assert (later["state"], later["last_error"]) == ("cancelled", "customer replied")
     assert [m["body"] for m in twilio.messages] == ["Hi!"]

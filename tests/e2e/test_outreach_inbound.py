@@ -18,10 +18,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from sendgrid.helpers.eventwebhook import EventWebhook
 
 from leadd import chatlinks as links
-from leadd.loops import touchpoints
 from tests.e2e.outreach_support import (
     PHONE,
     PUBLIC,
+    cycle,
     inbound,
     order_payload,
     outreach_config,
@@ -88,7 +88,7 @@ async def test_stop_lowercase_padded_opts_out_and_no_more_sms_then_start_and_hel
 
         # Even a due SMS of a new lead for that phone is not sent.
         await sql(database_url, "UPDATE touch_points SET due_at = now() WHERE step_index < 2")
-        await touchpoints.run_once(daemon)
+        await cycle(daemon)
         assert len(twilio.messages) == 1
 
         status, text = await twilio_post(
@@ -298,7 +298,7 @@ async def test_unsubscribe_link_stops_email_and_the_chat_token_does_not(
             await post_order(http, base_url(daemon), order_payload(email="jamie@example.com"))
             await wait_for(lambda: _eq(states(database_url), ["sent", "scheduled", "scheduled"]))
             await sql(database_url, "UPDATE touch_points SET due_at = now() WHERE step_index = 2")
-            await touchpoints.run_once(daemon)
+            await cycle(daemon)
             [mail] = sendgrid.mails
             header = mail["body"]["headers"]["List-Unsubscribe"]
             link = header.removeprefix("<").removesuffix(">")

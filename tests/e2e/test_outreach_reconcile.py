@@ -13,14 +13,17 @@ import pytest
 from prometheus_client import generate_latest
 
 from leadd import metrics
-from leadd.loops import touchpoints
-from leadd.outreach import Outreach
+from leadd.daemon import Daemon
+from leadd.outreach.reconcile import reconcile
+from leadd.store.outreach_models import TouchPoint
 from tests.e2e.outreach_support import (
     PHONE,
     SMS_FROM,
+    cycle,
     order_payload,
     outreach_config,
     post_order,
+    runtime,
     sql,
     touch_points,
 )
@@ -28,17 +31,6 @@ from tests.fakes.twilio import FakeTwilio
 from tests.helpers import base_url, running_daemon, wait_for
 
 ACK_BODY = "Hi Jamie, thanks from Acme Auto Care Downtown!"
-
-
-class Instance:
-    """The same daemon seen as another instance: another lease owner (`instance_id`)."""
-
-    def __init__(self, daemon: Any, instance_id: str) -> None:
-        self._daemon = daemon
-        self.instance_id = instance_id
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._daemon, name)
 
 
 def sample(name: str, **labels: str) -> float:
@@ -109,8 +101,8 @@ async def _ready(http: aiohttp.ClientSession, daemon: Any) -> bool:
 
 
 async def _in_doubt(
-    database_url: str, twilio: FakeTwilio, http: aiohttp.ClientSession, daemon: Any
-) -> tuple[Any, Any]:
+    database_url: str, twilio: FakeTwilio, http: aiohttp.ClientSession, daemon: Daemon
+) -> tuple[TouchPoint, TouchPoint]:
     """An acknowledgement Twilio answered with a 503, then two reconcilers: the first claims
     it, stalls past its lease, and the second claims it too. Returns both claimed rows."""
     await post_order(http, base_url(daemon), order_payload())
@@ -122,10 +114,11 @@ async def _in_doubt(
     await wait_for(ambiguous)
     expire = "UPDATE touch_points SET lease_until = now() - interval '1 second'"
     await sql(database_url, expire)  # the sender's short lease runs out
-    [first] = await daemon.db.fetch("claim_stale_sending", "reconciler-1", 30.0, 10)
+    store = runtime(daemon).store
+    [first] = await store.claim_stale_sending(owner="reconciler-1", lease=30.0, limit=10)
     await sql(database_url, expire)  # reconciler-1 stalls past its lease
-    [second] = await daemon.db.fetch("claim_stale_sending", "reconciler-2", 30.0, 10)
-    assert (first["claimed_by"], second["claimed_by"]) == ("reconciler-1", "reconciler-2")
+    [second] = await store.claim_stale_sending(owner="reconciler-2", lease=30.0, limit=10)
+    assert (first.claimed_by, second.claimed_by) == ("reconciler-1", "reconciler-2")
     return first, second
 
 
@@ -141,11 +134,11 @@ async def test_overlapping_reconcilers_record_a_found_message_once(
     async with running_daemon(cfg) as daemon:
         stale, current = await _in_doubt(database_url, twilio, http, daemon)
         message = twilio.add_message(to=PHONE, from_=SMS_FROM, body=ACK_BODY)
-        one = Outreach(Instance(daemon, "reconciler-1"))  # type: ignore[arg-type]
-        two = Outreach(Instance(daemon, "reconciler-2"))  # type: ignore[arg-type]
-        assert await one.reconcile(stale) == "lost"
-        assert await two.reconcile(current) == "reconciled"
-        assert await one.reconcile(stale) == "lost"  # and again: still nothing
+        one = runtime(daemon, instance_id="reconciler-1")
+        two = runtime(daemon, instance_id="reconciler-2")
+        assert await reconcile(one, stale) == "lost"
+        assert await reconcile(two, current) == "reconciled"
+        assert await reconcile(one, stale) == "lost"  # and again: still nothing
     [row] = await touch_points(database_url)
     assert (row["state"], row["provider_id"]) == ("sent", message["sid"])
     attempts = await sql(database_url, "SELECT outcome FROM message_attempts ORDER BY id")
@@ -183,15 +176,15 @@ async def test_a_reconciler_that_lost_its_lease_cannot_resend_a_message(
             return sid
 
         monkeypatch.setattr(daemon.twilio, "find_sent", first_lookup_stalls)
-        one = Outreach(Instance(daemon, "reconciler-1"))  # type: ignore[arg-type]
-        two = Outreach(Instance(daemon, "reconciler-2"))  # type: ignore[arg-type]
-        late = asyncio.create_task(one.reconcile(stale))
+        one = runtime(daemon, instance_id="reconciler-1")
+        two = runtime(daemon, instance_id="reconciler-2")
+        late = asyncio.create_task(reconcile(one, stale))
         await looked.wait()
-        assert await two.reconcile(current) == "rescheduled"
-        assert (await touchpoints.run_once(daemon, full=False))["sent"] == 1
+        assert await reconcile(two, current) == "rescheduled"
+        assert (await cycle(daemon, full=False))["sent"] == 1
         resume.set()
         outcome = await late
-        await touchpoints.run_once(daemon, full=False)
+        await cycle(daemon, full=False)
     assert [m["to"] for m in twilio.messages] == [PHONE]
     assert outcome == "lost"
     [row] = await touch_points(database_url)

@@ -22,12 +22,18 @@ import pytest
 from leadd import api
 from leadd.config import Config
 from leadd.daemon import Daemon
-from leadd.loops import touchpoints
-from leadd.outreach import Outreach
 from leadd.store import Store
 from leadd.web import create_app
 from tests.conftest import make_config
-from tests.e2e.outreach_support import PHONE, order_payload, outreach_config, post_order, sql
+from tests.e2e.outreach_support import (
+    PHONE,
+    PinnedClock,
+    cycle,
+    order_payload,
+    outreach_config,
+    post_order,
+    sql,
+)
 from tests.fakes.twilio import FakeTwilio
 from tests.helpers import base_url, running_daemon, wait_for
 from tests.ops.support import OTHER_TENANT, add_lead, add_tenant, opt_out
@@ -366,14 +372,6 @@ async def test_staff_sms_to_a_lead_without_phone_is_422(
     assert status == 422 and "no phone" in body["error"]
 
 
-class Clock:
-    def __init__(self, now: dt.datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> dt.datetime:
-        return self.now
-
-
 def chicago(hour: int, minute: int = 0) -> dt.datetime:
     day = dt.datetime.now(CHICAGO).date() + dt.timedelta(days=1)
     return dt.datetime.combine(day, dt.time(hour, minute), CHICAGO).astimezone(dt.UTC)
@@ -418,7 +416,7 @@ async def test_staff_sms_ignores_quiet_hours_and_cap_but_automated_waits(
             lead, body="Call me back?", author="ops-bot", now=dt.datetime.now(dt.UTC)
         )
         assert queued is not None and queued.refused is None
-        counts = await touchpoints.run_once(daemon, Outreach(daemon, clock=Clock(clock)))
+        counts = await cycle(daemon, clock=PinnedClock(clock))
         assert counts["sent"] == 1 and counts["deferred"] == 1, counts
     assert [m["body"] for m in twilio.messages] == ["Hi!", "Call me back?"]
     states = await sql(database_url, "SELECT kind, state FROM touch_points ORDER BY id")
@@ -450,7 +448,7 @@ async def test_opt_out_after_queueing_still_stops_the_staff_sms(
             await opt_out(conn, "sms", PHONE)
         finally:
             await conn.close()
-        counts = await touchpoints.run_once(daemon)
+        counts = await cycle(daemon)
         assert counts["cancelled"] == 1
         [row] = await sql(
             database_url, "SELECT state, last_error FROM touch_points WHERE kind = 'staff'"

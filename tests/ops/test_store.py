@@ -12,7 +12,6 @@ import asyncpg
 import pytest
 
 from leadd.store import Store
-from leadd.store import core as dbmod
 from leadd.store.models import LeadSearch
 from tests.ops.support import (
     OTHER_TENANT,
@@ -179,10 +178,11 @@ async def test_another_tenants_lead_cannot_be_touched(
 
 
 async def claim(pool: asyncpg.Pool) -> list[int]:
-    """The send loop's own claim query (queries.sql claim_touchpoints)."""
-    database = dbmod.StoreCore(pool, TENANT)
-    claimed = await database.fetch("claim_touchpoints", "test", 60, 50)
-    return sorted(r["id"] for r in claimed)
+    """The send loop's own claim (store.claim_touchpoints), due now."""
+    claimed = await Store(pool, TENANT).claim_touchpoints(
+        owner="test", limit=50, lease=60, now=dt.datetime.now(dt.UTC)
+    )
+    return sorted(tp.id for tp in claimed)
 
 
 async def test_pause_holds_the_sequence_and_resume_skips_what_came_due(

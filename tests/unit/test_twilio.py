@@ -16,14 +16,13 @@ import pytest
 from multidict import MultiDict
 from twilio.request_validator import RequestValidator
 
-from leadd.providers.twilio import (
+from leadd.providers.twilio import TwilioClient
+from leadd.providers.twilio_signature import compute_signature, validate_signature
+from leadd.providers.twilio_wire import (
     INVALID_RECIPIENT_CODES,
     OPT_OUT_CODES,
-    TwilioClient,
     TwilioError,
-    compute_signature,
     parse_error,
-    validate_signature,
 )
 from tests.fakes.twilio import FakeTwilio
 
