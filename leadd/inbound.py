@@ -15,7 +15,7 @@ import asyncpg
 from aiohttp import web
 from multidict import MultiDict, MultiDictProxy
 
-from leadd import compliance, metrics
+from leadd import consent, metrics
 from leadd.conversations import replies
 from leadd.db import Q
 from leadd.intake.events import decode_json
@@ -150,7 +150,7 @@ async def twilio_sms(request: web.Request) -> web.StreamResponse:
     phone = _field(form, "From", MAX_ADDRESS)
     sid = _field(form, "MessageSid", 64, TWILIO_SID)
     body = _field(form, "Body", MAX_SMS_BODY, required=False)
-    keyword = compliance.classify_keyword(body)
+    keyword = consent.classify_keyword(body)
     tenant = db.tenant_id
     try:
         async with db.transaction() as conn:

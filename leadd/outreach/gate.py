@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from leadd import compliance, lifecycle, phones
+from leadd import compliance, consent, lifecycle, phones
 from leadd.config import Config, Location, SequenceStep
 from leadd.outreach import outcomes
 from leadd.outreach.outcomes import Hold
@@ -146,7 +146,7 @@ def cap_hold(
 ) -> Hold | None:
     """SMS frequency cap: `times` are this address's recent SMS (gate_touchpoint)."""
     cap = cfg.compliance.max_sms_per_day
-    if step.channel != "sms" or compliance.within_cap(times, now, cap):
+    if step.channel != "sms" or consent.within_cap(times, now, cap):
         return None
-    until = compliance.next_slot_under_cap(times, now, cap)
+    until = consent.next_slot_under_cap(times, now, cap)
     return Hold("deferred", "deferred: frequency cap", until=until)

@@ -13,16 +13,18 @@ from hypothesis import strategies as st
 from leadd import inbound, phones
 from leadd.compliance import (
     DEFAULT_STATE_RULES,
-    HELP_KEYWORDS,
     MAX_SEARCH_DAYS,
     MINUTES_PER_DAY,
-    OPT_IN_KEYWORDS,
-    OPT_OUT_KEYWORDS,
     BusinessHours,
     QuietHours,
+    parse_window,
+)
+from leadd.consent import (
+    HELP_KEYWORDS,
+    OPT_IN_KEYWORDS,
+    OPT_OUT_KEYWORDS,
     classify_keyword,
     next_slot_under_cap,
-    parse_window,
     within_cap,
 )
 from tests.conftest import make_config
