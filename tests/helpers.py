@@ -123,3 +123,18 @@ class DaemonProcess:
             except json.JSONDecodeError:
                 continue
         return out
+
+
+def system_tool(name: str, package: str) -> str:
+    """Path of a Debian tool a test runs (promtool, systemd-analyze). Missing: the test fails
+    in CI (.ci/run installs the package), and is skipped on a developer's machine."""
+    import shutil
+
+    import pytest
+
+    found = shutil.which(name)
+    if found is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{name} is missing in CI: .ci/run installs the Debian package {package}")
+        pytest.skip(f"{name} not installed (apt-get install {package})")
+    return found

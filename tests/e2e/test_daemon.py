@@ -31,7 +31,7 @@ from leadd.daemon import Daemon
 from leadd.runtime import Runtime
 from leadd.web import shopmonkey as shopmonkey_routes
 from tests.conftest import base_config, free_port, make_config
-from tests.helpers import DaemonProcess, base_url, running_daemon, wait_for
+from tests.helpers import DaemonProcess, base_url, running_daemon, system_tool, wait_for
 
 # `leadd run` with no config file binds the demo default port; nothing else may hold it.
 DEMO_PORT = 3000
@@ -192,11 +192,7 @@ async def test_metrics_parse_and_contain_the_core_families(database_url: str) ->
 
 
 async def test_promtool_accepts_the_metrics(database_url: str) -> None:
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        if in_ci():
-            pytest.fail("promtool is missing in CI: .ci/run installs the Debian package prometheus")
-        pytest.skip("promtool not installed (apt-get install prometheus)")
+    promtool = system_tool("promtool", "prometheus")
     async with running_daemon(make_config(database_url)) as daemon:
         await get(f"{base_url(daemon)}/healthz")  # so the histogram has a series
         _, text = await get(f"{base_url(daemon)}/metrics")

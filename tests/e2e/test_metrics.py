@@ -12,9 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
 import re
-import shutil
 import subprocess
 import time
 import uuid
@@ -41,7 +39,7 @@ from tests.e2e.outreach_support import (
 from tests.fakes.sendgrid import FakeSendGrid
 from tests.fakes.shopmonkey import FakeShopmonkey
 from tests.fakes.twilio import FakeTwilio
-from tests.helpers import base_url, running_daemon, wait_for
+from tests.helpers import base_url, running_daemon, system_tool, wait_for
 
 PUBLIC = "https://leads.example.com"
 EMAIL = "jamie.rivera@example.com"
@@ -122,12 +120,7 @@ async def sendgrid_events(
 
 
 def promtool_or_skip() -> str:
-    found = shutil.which("promtool")
-    if found is None:
-        if os.environ.get("CI"):
-            pytest.fail("promtool is missing in CI: .ci/run installs the Debian package prometheus")
-        pytest.skip("promtool not installed (apt-get install prometheus)")
-    return found
+    return system_tool("promtool", "prometheus")
 
 
 # Label values that would identify a person or a lead: e-mail, phone digits, UUIDs, SIDs.

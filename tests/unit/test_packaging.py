@@ -5,18 +5,16 @@ silent alert or an empty panel behind)."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
 from leadd import metrics
 from tests.conftest import ROOT
+from tests.helpers import system_tool
 
 PROMETHEUS = ROOT / "packaging" / "prometheus"
 ALERTS = PROMETHEUS / "alerts.yml"
@@ -40,12 +38,7 @@ _SUFFIXES = {
 
 
 def promtool() -> str:
-    found = shutil.which("promtool")
-    if found is None:
-        if os.environ.get("CI"):
-            pytest.fail("promtool is missing in CI: .ci/run installs the Debian package prometheus")
-        pytest.skip("promtool not installed (apt-get install prometheus)")
-    return found
+    return system_tool("promtool", "prometheus")
 
 
 def exported() -> set[str]:

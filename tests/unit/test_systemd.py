@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +12,7 @@ import pytest
 from leadd import config as configmod
 from leadd.web import connections
 from tests.conftest import ROOT
+from tests.helpers import system_tool
 
 UNITS = ROOT / "packaging" / "systemd"
 SHIPPED_EXEC = "/opt/leadd/venv/bin/leadd"
@@ -22,14 +21,7 @@ CASES = {"leadd.service": "leadd.service", "leadd@.service": "leadd@acme.service
 
 
 def systemd_analyze() -> str:
-    found = shutil.which("systemd-analyze")
-    if found is None:
-        if os.environ.get("CI"):
-            pytest.fail(
-                "systemd-analyze is missing in CI: .ci/run installs the Debian package systemd"
-            )
-        pytest.skip("systemd-analyze not installed")
-    return found
+    return system_tool("systemd-analyze", "systemd")
 
 
 def venv_leadd() -> Path:
