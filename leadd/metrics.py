@@ -137,6 +137,13 @@ STORE_DURATION = Histogram(
     registry=REGISTRY,
 )
 
+DB_STATEMENTS = Counter(
+    "leadd_db_statements_total",
+    "Statements sent to PostgreSQL by the store's pool, BEGIN and COMMIT included: one round "
+    "trip each. Work per lead shows as this counter's rate over leads ingested.",
+    registry=REGISTRY,
+)
+
 # ---------------------------------------------------------------- intake
 
 LEADS_INGESTED = Counter(

@@ -104,6 +104,32 @@ async def migrate(conn: Conn) -> list[int]:
     return applied_now
 
 
+class CountedConnection(asyncpg.Connection):
+    """A pool connection that counts the statements it sends (`leadd_db_statements_total`).
+    Each call is one round trip to PostgreSQL; a transaction's BEGIN and COMMIT go through
+    `execute` too. A test holds the round trips per lead to a budget with it."""
+
+    async def execute(self, *args: Any, **kwargs: Any) -> Any:
+        metrics.DB_STATEMENTS.inc()
+        return await super().execute(*args, **kwargs)
+
+    async def executemany(self, *args: Any, **kwargs: Any) -> Any:
+        metrics.DB_STATEMENTS.inc()
+        return await super().executemany(*args, **kwargs)
+
+    async def fetch(self, *args: Any, **kwargs: Any) -> Any:
+        metrics.DB_STATEMENTS.inc()
+        return await super().fetch(*args, **kwargs)
+
+    async def fetchrow(self, *args: Any, **kwargs: Any) -> Any:
+        metrics.DB_STATEMENTS.inc()
+        return await super().fetchrow(*args, **kwargs)
+
+    async def fetchval(self, *args: Any, **kwargs: Any) -> Any:
+        metrics.DB_STATEMENTS.inc()
+        return await super().fetchval(*args, **kwargs)
+
+
 async def create_pool(
     url: str, *, min_size: int = 2, max_size: int = 10, timeout: float = 10.0
 ) -> asyncpg.Pool:
@@ -115,6 +141,7 @@ async def create_pool(
         command_timeout=30,
         init=_init_connection,
         reset=_reset_connection,
+        connection_class=CountedConnection,
         server_settings={"application_name": "leadd"},
     )
     assert pool is not None
