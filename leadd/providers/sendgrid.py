@@ -41,6 +41,9 @@ TIMESTAMP_HEADER = "X-Twilio-Email-Event-Webhook-Timestamp"
 DEFAULT_REQUESTS_PER_SECOND = 50.0
 # A 429 without any reset header still pauses the client this long.
 DEFAULT_THROTTLE_PAUSE = 1.0
+# The longest pause one 429 may impose on every e-mail: a reset header a day away (a proxy, a
+# misconfigured account) must not hold all mail for a day. The send is retried after it.
+MAX_PAUSE = 60.0
 _MAX_ERROR_TEXT = 300
 
 
@@ -65,7 +68,13 @@ class SendGridClient:
         self._from_email = from_email
         self._from_name = from_name
         self._timeout = aiohttp.ClientTimeout(total=timeout)
-        self._limiter = RateLimiter(requests_per_second, burst=requests_per_second)
+        self._limiter = RateLimiter(
+            requests_per_second, burst=requests_per_second, max_pause=MAX_PAUSE
+        )
+
+    def paused_for(self) -> float:
+        """Seconds every send still waits because of a 429 (0.0 when not paused)."""
+        return self._limiter.paused_for()
 
     @property
     def dry_run(self) -> bool:

@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from sendgrid.helpers.eventwebhook import EventWebhook
 
+from leadd.providers import sendgrid as sg
 from leadd.providers.sendgrid import SendGridClient, first_error_message, verify_event_signature
 from tests.fakes.sendgrid import FakeSendGrid
 
@@ -113,6 +114,17 @@ async def test_429_is_retry_with_reset(fake: FakeSendGrid, session: aiohttp.Clie
     assert result.retry_after is not None and 28 <= result.retry_after <= 31
     assert result.error_message == "too many requests"
     assert not fake.mails
+
+
+async def test_429_with_a_reset_a_day_away_pauses_mail_a_minute_at_most(
+    fake: FakeSendGrid, session: aiohttp.ClientSession
+) -> None:
+    """A reset header far in the future pauses every e-mail for at most MAX_PAUSE."""
+    fake.fail_next(1, status=429, reset_in=86_400)
+    client = make_client(session, fake.url)
+    result = await send(client)
+    assert result.outcome == "retry"
+    assert 50 < client.paused_for() <= sg.MAX_PAUSE
 
 
 @pytest.mark.parametrize(
