@@ -32,10 +32,11 @@ from leadd.config import warnings as config_warnings
 from leadd.embedded import EmbeddedPostgres
 from leadd.errors import describe_error
 from leadd.logs import get_logger
-from leadd.runtime import Clock, ProviderHealth, Runtime, utcnow
+from leadd.runtime import Clock, ProviderHealth, Runtime, Wakeup, utcnow
 from leadd.sdnotify import Notifier
 from leadd.store import DB_ERRORS, Store
 from leadd.store import core as dbmod
+from leadd.store.events import Wake
 from leadd.supervisor import Supervisor
 
 log = get_logger(__name__)
@@ -63,7 +64,8 @@ class Daemon:
         self.http_port: int | None = None
         self.embedded: EmbeddedPostgres | None = None
         self.session: aiohttp.ClientSession | None = None
-        self.wake_touchpoints = asyncio.Event()  # set when a lead arrives: send at once
+        self.wake_touchpoints = asyncio.Event()  # set when a touch point may be due: send now
+        self.wake_enrichment = asyncio.Event()  # set when a lead arrives: enrich it now
         self.health = ProviderHealth()
         self.provider_problems = self.health.problems
         self.fatal: str | None = None  # why start-up cannot go on (e.g. the port is taken)
@@ -74,32 +76,41 @@ class Daemon:
 
     def _build_services(self) -> None:
         self.supervisor.add("http", self._serve_http, critical=True)
-        self.supervisor.add("poll", self._poll)
-        self.supervisor.add("touchpoints", self._touchpoints)
+        for loop in ("poll", "enrichment", "touchpoints", "wakes"):
+            self.supervisor.add(loop, functools.partial(self._loop, loop))
         if self.notifier.watchdog_interval:
             self.supervisor.add("watchdog", self._watchdog)
 
-    async def _poll(self) -> None:
-        from leadd.loops import poll
+    async def _loop(self, name: str) -> None:
+        """A periodic loop once the database is ready; enrichment and sending are two lanes."""
+        from leadd.loops import enrichment, poll, touchpoints
 
         if await self.wait_db() is None or self.runtime is None:
             return  # shutting down before the database was ready
-        beat = functools.partial(self.supervisor.beat, "poll")
-        await poll.run(self.runtime, shutdown=self.shutdown, beat=beat)
+        rt = self.runtime
+        beat = functools.partial(self.supervisor.beat, name)
+        if name == "poll":
+            await poll.run(rt, shutdown=self.shutdown, beat=beat)
+        elif name == "wakes":  # other daemons' wake-ups (LISTEN), for both lanes
+            await rt.store.listen_wakes(self._heard, self.shutdown)
+        elif name == "enrichment":
+            await enrichment.run(
+                rt, shutdown=self.shutdown, wake_event=self.wake_enrichment, beat=beat
+            )
+        else:
+            await touchpoints.run(
+                rt, shutdown=self.shutdown, wake_event=self.wake_touchpoints, beat=beat
+            )
 
-    async def _touchpoints(self) -> None:
-        from leadd.intake import enrichment
-        from leadd.loops import touchpoints
+    async def _notify(self, lane: str) -> None:
+        if self.db is not None:
+            await self.db.notify_wake(lane, sender=self.instance_id)
 
-        if await self.wait_db() is None or self.runtime is None:
-            return  # shutting down before the database was ready
-        await touchpoints.run(
-            self.runtime,
-            shutdown=self.shutdown,
-            wake_event=self.wake_touchpoints,
-            beat=functools.partial(self.supervisor.beat, "touchpoints"),
-            enrich=functools.partial(enrichment.enrich_due, self.runtime),
-        )
+    def _heard(self, wake: Wake) -> None:
+        if wake.sender != self.instance_id:
+            lanes = {"send": self.wake_touchpoints, "enrichment": self.wake_enrichment}
+            if wake.lane in lanes:
+                lanes[wake.lane].set()
 
     async def _serve_http(self) -> None:
         from leadd.web import GUARD, create_app
@@ -161,6 +172,7 @@ class Daemon:
         limits = {
             "poll": self.config.shopmonkey.poll_interval * 2 + 60,
             "touchpoints": self.config.touchpoints.interval * 2 + 60,
+            "enrichment": self.config.touchpoints.interval * 2 + 60,
         }
         for name, limit in limits.items():
             t = self.supervisor.tasks[name]
@@ -243,7 +255,8 @@ class Daemon:
                     sendgrid=self.sendgrid,
                     instance_id=self.instance_id,
                     clock=self.clock,
-                    wake=self.wake_touchpoints.set,
+                    wake=Wakeup("send", self.wake_touchpoints.set, self._notify),
+                    wake_enrichment=Wakeup("enrichment", self.wake_enrichment.set, self._notify),
                     health=self.health,
                 )
                 metrics.POOL.source = database.pool_stats
@@ -283,7 +296,9 @@ class Daemon:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self._on_signal, sig)
         self.session = aiohttp.ClientSession()
-        self._build_clients()
+        from leadd.providers import build_clients
+
+        self.shopmonkey, self.twilio, self.sendgrid = build_clients(self.config, self.session)
         metrics.start(
             touchpoints_interval=self.config.touchpoints.interval,
             poll_interval=self.config.shopmonkey.poll_interval if self.shopmonkey.enabled else None,
@@ -333,34 +348,6 @@ class Daemon:
             return 1
         log.info("leadd.stopped", status="ok")
         return 0
-
-    def _build_clients(self) -> None:
-        """Provider clients share one aiohttp session; empty credentials mean dry-run."""
-        from leadd.providers.sendgrid import SendGridClient
-        from leadd.providers.shopmonkey import ShopmonkeyClient
-        from leadd.providers.twilio import TwilioClient
-
-        c = self.config
-        self.shopmonkey = ShopmonkeyClient(
-            self.session,
-            base_url=c.shopmonkey.base_url,
-            api_key=c.shopmonkey.api_key,
-            requests_per_second=c.shopmonkey.requests_per_second,
-        )
-        self.twilio = TwilioClient(
-            self.session,
-            base_url=c.twilio.base_url,
-            account_sid=c.twilio.account_sid,
-            auth_token=c.twilio.auth_token,
-            messages_per_second=c.twilio.messages_per_second,
-        )
-        self.sendgrid = SendGridClient(
-            self.session,
-            base_url=c.sendgrid.base_url,
-            api_key=c.sendgrid.api_key,
-            from_email=c.sendgrid.from_email,
-            from_name=c.sendgrid.from_name or c.tenant.name,
-        )
 
     async def _close(self) -> None:
         log.info("shutdown.phase", phase="close pool and clients")

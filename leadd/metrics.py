@@ -319,6 +319,7 @@ def start(
     """At daemon start: the loop periods alerts compare against (no poll interval: polling
     is off), fresh provider state."""
     LOOP_INTERVAL.labels("touchpoints").set(touchpoints_interval)
+    LOOP_INTERVAL.labels("enrichment").set(touchpoints_interval)  # its fallback period
     if poll_interval is not None:
         LOOP_INTERVAL.labels("poll").set(poll_interval)
     else:  # no polling: nothing for a staleness alert to watch

@@ -6,8 +6,10 @@ provider clients, with a pinned clock, and need no daemon process.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from contextlib import suppress
 from dataclasses import dataclass, field
 
 from leadd.config import Config
@@ -24,7 +26,44 @@ def utcnow() -> dt.datetime:
 
 
 def _no_wake() -> None:
-    """Without a touch-point loop in this process, it finds the work on its next tick."""
+    """Without that loop in this process, it finds the work on its next tick."""
+
+
+class Wakeup:
+    """A lane's wake-up (enrichment or send): this daemon's loop at once (`local`), and every
+    other daemon on the database through `notify` (a NOTIFY), coalesced: one NOTIFY per
+    `window` seconds however many leads arrive, so a burst of 2,000 webhooks costs a handful.
+    A failed NOTIFY is forgotten: the other daemons' intervals still find the work."""
+
+    def __init__(
+        self,
+        lane: str,
+        local: Callable[[], None],
+        notify: Callable[[str], Awaitable[None]] | None = None,
+        window: float = 0.005,
+    ) -> None:
+        self.lane, self.local, self.notify, self.window = lane, local, notify, window
+        self.sent = 0  # NOTIFYs sent (tests, metrics of coalescing)
+        self._pending: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def __call__(self) -> None:
+        self.local()
+        if self.notify is None or self._pending is not None:
+            return
+        self._pending = asyncio.get_running_loop().call_later(self.window, self._fire)
+
+    def _fire(self) -> None:
+        self._pending = None
+        task = asyncio.create_task(self._send(), name=f"wake-{self.lane}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send(self) -> None:
+        assert self.notify is not None
+        with suppress(Exception):
+            await self.notify(self.lane)
+            self.sent += 1
 
 
 @dataclass
@@ -51,4 +90,6 @@ class Runtime:
     instance_id: str  # names this process as a lease holder
     clock: Clock = utcnow  # aware UTC; tests pin it
     wake: Callable[[], None] = _no_wake  # "a touch point may be due now": run the send loop
+    # "a lead needs enriching now": run the enrichment loop
+    wake_enrichment: Callable[[], None] = _no_wake
     health: ProviderHealth = field(default_factory=ProviderHealth)

@@ -45,3 +45,26 @@ def compiled(text: str) -> templates.Template:
 def step_of(cfg: Config, sequence: str, index: int) -> SequenceStep | None:
     steps = cfg.sequences.get(sequence)
     return steps[index] if steps is not None and 0 <= index < len(steps) else None
+
+
+# What the later enrichment stage brings (issue 11): a step that shows any of it waits for it.
+DETAILS = frozenset({"vehicle", "services"})
+
+
+def needs_details(step: SequenceStep) -> bool:
+    """Whether the step's template or subject reads the vehicle or the services."""
+    texts = (step.template, step.subject) if step.subject else (step.template,)
+    return any(
+        path.split(".", 1)[0] in DETAILS for text in texts for path in compiled(text).variables
+    )
+
+
+def detail_steps(cfg: Config) -> tuple[str, ...]:
+    """'sequence:index' of every step that waits for the vehicle and services (the claim
+    holds them back while a lead has only its contact)."""
+    return tuple(
+        f"{name}:{i}"
+        for name, steps in cfg.sequences.items()
+        for i, step in enumerate(steps)
+        if needs_details(step)
+    )

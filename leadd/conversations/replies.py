@@ -1,22 +1,18 @@
-"""Messages: what a customer's message does (the one step, shared by SMS replies and the chat
-page), posting from the chat page, and a staff reply (to the open page, else by SMS: the ops
+"""Messages: posting from the chat page (what a customer's message does is one store step,
+shared with SMS replies: leadd.conversations.inbound), and a staff reply (to the open page, else by SMS: the ops
 staff-message path, a `kind='staff'` touch point sent by the send loop through the gate)."""
 
 from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from leadd.config import StaffUser
 from leadd.conversations.thread import actor
 from leadd.logs import get_logger
 from leadd.runtime import Runtime
-from leadd.store import Store
-from leadd.store.chat_models import Advance, ChatSession
-from leadd.store.core import Tx
+from leadd.store.chat_models import ChatSession
 
 log = get_logger(__name__)
 
@@ -46,20 +42,6 @@ def clean_message(text: str, limit: int) -> str:
     if "\x00" in body or any(0xD800 <= ord(c) <= 0xDFFF for c in body):
         raise BadMessage("The message contains characters that cannot be stored.")
     return body
-
-
-async def customer_replied(
-    store: Store,
-    lead_id: uuid.UUID,
-    *,
-    cause: str,
-    detail: Mapping[str, Any],
-    tx: Tx | None = None,
-) -> Advance:
-    """A customer wrote (an SMS reply; the chat page's post takes the same store step in its
-    own transaction): the lead is engaged where the lifecycle allows it and its automated
-    sequence stops. `tx`: inbound SMS's unit of work, which holds the lead's row lock."""
-    return await store.customer_replied(lead_id=lead_id, cause=cause, detail=detail, tx=tx)
 
 
 async def post_customer_message(rt: Runtime, session: ChatSession, text: str) -> int:

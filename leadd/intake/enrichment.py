@@ -15,6 +15,7 @@ that enriches (and texts) every other lead.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from typing import Any
 
@@ -38,30 +39,56 @@ MAX_ATTEMPTS = 12
 FAILURE_LIMIT = 5
 
 
-async def enrich_due(rt: Runtime, limit: int = 20) -> int:
-    """Enrich leads whose enrichment is due by the runtime clock; returns how many were
-    processed. A failure of one lead is recorded on that lead; only a failure to claim (the
-    database is down for everyone) leaves this function."""
-    jobs = await rt.store.claim_enrichment(
+async def claim(rt: Runtime, limit: int) -> list[EnrichmentJob]:
+    """Leases up to `limit` leads whose enrichment is due by the runtime clock, leads waiting
+    for their customer (and acknowledgement) first."""
+    return await rt.store.claim_enrichment(
         limit=limit, lease=LEASE_SECONDS, max_attempts=MAX_ATTEMPTS, now=rt.clock()
     )
+
+
+async def enrich(rt: Runtime, job: EnrichmentJob, *, through: bool = False) -> str | None:
+    """One stage of one lead (`through`: every stage, in turn, under this claim); returns the
+    status it saved ('contact': its details are due now), None when it failed or the demo
+    filter took it. Its failure is recorded on that lead and never leaves here."""
+    try:
+        return await _enrich_one(rt, job, through=through)
+    except (sm.ShopmonkeyError, OSError, TimeoutError) as exc:
+        await _defer(rt, job, exc)
+    except Exception as exc:
+        await _record_failure(rt, job, exc)
+    return None
+
+
+async def enrich_due(rt: Runtime, limit: int = 20) -> int:
+    """Enrich leads whose enrichment is due by the runtime clock, one after another; returns
+    how many were processed. Only a failure to claim (the database is down for everyone)
+    leaves this function. (The enrichment loop runs stages side by side; tests and the CLI
+    use this.)"""
+    jobs = await claim(rt, limit)
     for job in jobs:
-        try:
-            await _enrich_one(rt, job)
-        except (sm.ShopmonkeyError, OSError, TimeoutError) as exc:
-            await _defer(rt, job, exc)
-        except Exception as exc:
-            await _record_failure(rt, job, exc)
+        await enrich(rt, job, through=True)
     return len(jobs)
 
 
-async def _enrich_one(rt: Runtime, job: EnrichmentJob) -> None:
+def _embedded(order: dict[str, Any], key: str) -> dict[str, Any] | None:
+    value = order.get(key)
+    return value if isinstance(value, dict) else None
+
+
+async def _enrich_one(rt: Runtime, job: EnrichmentJob, *, through: bool) -> str | None:
+    """Stages (issue 11): a 'pending' lead gets its customer first, which is all its
+    acknowledgement needs, and is saved as 'contact' (its touch points are released, except
+    steps that show the vehicle or services); a 'contact' lead then gets its vehicle and
+    services ('done'). A 'partial' lead retries whatever is missing. Relations embedded in
+    the order cost no call, so such an order is done in one stage."""
     cfg, client = rt.config, rt.shopmonkey
     order = job.order_data
+    stage = job.enrichment_status
     missing: list[str] = []
 
-    customer = order.get("customer") if isinstance(order.get("customer"), dict) else None
-    if customer is None:
+    customer = _embedded(order, "customer")
+    if customer is None and stage != "contact":
         if not job.customer_id:
             missing.append("order has no customer yet")
         elif not client.enabled:
@@ -71,17 +98,21 @@ async def _enrich_one(rt: Runtime, job: EnrichmentJob) -> None:
             if customer is None:
                 missing.append("customer not found (404)")
 
-    vehicle = order.get("vehicle") if isinstance(order.get("vehicle"), dict) else None
-    if vehicle is None and job.vehicle_id and client.enabled:
-        vehicle = await client.get_vehicle(job.vehicle_id)
-        if vehicle is None:
-            missing.append("vehicle not found (404)")
-    elif vehicle is None and job.vehicle_id:
-        missing.append("vehicle not fetched (shopmonkey disabled)")
-
+    vehicle = _embedded(order, "vehicle")
     services_raw = order.get("services") if isinstance(order.get("services"), list) else None
-    if services_raw is None and client.enabled:
-        services_raw = await client.get_order_services(job.shopmonkey_order_id)
+    details_embedded = (vehicle is not None or not job.vehicle_id) and services_raw is not None
+    # The first stage stops here unless the details cost nothing or the customer is missing
+    # anyway (then there is no acknowledgement to hurry and the lead is retried as a whole).
+    details = stage != "pending" or details_embedded or bool(missing) or not client.enabled
+    if details:
+        if vehicle is None and job.vehicle_id and client.enabled:
+            vehicle = await client.get_vehicle(job.vehicle_id)
+            if vehicle is None:
+                missing.append("vehicle not found (404)")
+        elif vehicle is None and job.vehicle_id:
+            missing.append("vehicle not fetched (shopmonkey disabled)")
+        if services_raw is None and client.enabled:
+            services_raw = await client.get_order_services(job.shopmonkey_order_id)
 
     location = cfg.location(job.location_id) or cfg.locations[0]
     region = phones.region_of(location.phone) if location.phone else None
@@ -95,8 +126,13 @@ async def _enrich_one(rt: Runtime, job: EnrichmentJob) -> None:
         data["vehicle"] = {"description": clean_text(order.get("generatedVehicleName"))}
     if services_raw is not None:
         data["services"] = priced_services(services_raw, location.services)
-    status = "partial" if missing else "done"
-    await save(rt, job, data, error="; ".join(missing) or None, status=status)
+    status = "partial" if missing else "done" if details else "contact"
+    # Going on to the details under this claim keeps its lease; otherwise they are claimed
+    # apart (at once), behind every lead still waiting for its customer.
+    retry_in = LEASE_SECONDS if through and status == "contact" else None
+    saved = await save(
+        rt, job, data, error="; ".join(missing) or None, status=status, retry_in=retry_in
+    )
     log.info(
         "lead.enriched",
         lead_id=str(job.id),
@@ -105,18 +141,31 @@ async def _enrich_one(rt: Runtime, job: EnrichmentJob) -> None:
         email=data["email"] or job.email,
         missing=missing,
     )
+    if saved is None:
+        return None
+    if through and saved.enrichment_status == "contact":
+        return await _enrich_one(rt, saved, through=False)
+    return saved.enrichment_status
 
 
 async def save(
-    rt: Runtime, job: EnrichmentJob, data: dict[str, Any], *, error: str | None, status: str
-) -> None:
+    rt: Runtime,
+    job: EnrichmentJob,
+    data: dict[str, Any],
+    *,
+    error: str | None,
+    status: str,
+    retry_in: float | None = None,
+) -> EnrichmentJob | None:
     """Store what one attempt learned (`data`: only what it learned; the rest stays as known)
-    with the decisions that must commit with it: the demo filter and the dedupe of people."""
+    with the decisions that must commit with it: the demo filter and the dedupe of people.
+    Returns the lead as it now stands (None: the demo filter lost it), and wakes the send
+    lane: a save is what releases touch points."""
     cfg = rt.config
     # 'pending' leads hold their touch points back; after a failed first try let them go with
     # what is known unless Shopmonkey is merely unreachable (then the phone may still come),
     # and never past the last attempt: a lead left 'pending' then would wait forever.
-    if status == "pending" and job.enrichment_attempts >= MAX_ATTEMPTS:
+    if status in ("pending", "contact") and job.enrichment_attempts >= MAX_ATTEMPTS:
         status = "partial"
 
     def known(key: str) -> Any:
@@ -124,7 +173,10 @@ async def save(
         return getattr(job, key) if value is None else value
 
     phone, email = known("phone"), known("email")
-    retry_at = rt.clock() + dt.timedelta(seconds=cfg.leads.enrichment_retry)
+    if retry_in is None:
+        # 'contact' has its details still to fetch: due again at once, behind the customers.
+        retry_in = 0.0 if status == "contact" else cfg.leads.enrichment_retry
+    retry_at = rt.clock() + dt.timedelta(seconds=retry_in)
     enrichment = Enrichment(
         first_name=known("first_name"),
         last_name=known("last_name"),
@@ -143,9 +195,11 @@ async def save(
     # The save is what releases the lead's touch points (status leaves 'pending'), so the
     # decisions that must stop them (demo filter, dedupe) commit with it, never after.
     if cfg.demo_mode and (phone or email) and not demo.is_test_contact(phone, email):
+        if status == "contact":  # a lost lead needs no details
+            enrichment = dataclasses.replace(enrichment, status="done", retry_at=None)
         await rt.store.demo_filter(job.id, enrichment=enrichment, chat=chat)
         log.info("lead.demo_filtered", lead_id=str(job.id))
-        return
+        return None
     attached_to = await rt.store.save_enrichment(
         job.id,
         enrichment=enrichment,
@@ -155,6 +209,19 @@ async def save(
     )
     if attached_to is not None:
         log.info("lead.attached", lead_id=str(job.id), attached_to=str(attached_to))
+    if status != "pending":
+        rt.wake()
+    return dataclasses.replace(
+        job,
+        first_name=enrichment.first_name,
+        last_name=enrichment.last_name,
+        phone=enrichment.phone,
+        email=enrichment.email,
+        vehicle=enrichment.vehicle,
+        services=enrichment.services,
+        enrichment_status=status,
+        attached_to=job.attached_to or attached_to,
+    )
 
 
 async def _defer(rt: Runtime, job: EnrichmentJob, exc: Exception) -> None:
@@ -164,7 +231,14 @@ async def _defer(rt: Runtime, job: EnrichmentJob, exc: Exception) -> None:
     metrics.ENRICHMENT_FAILURES.labels("provider").inc()
     log.warning("enrichment.deferred", lead_id=str(job.id), error=f"{type(exc).__name__}: {exc}")
     try:
-        await save(rt, job, {}, error=_describe(exc), status=job.enrichment_status)
+        await save(
+            rt,
+            job,
+            {},
+            error=_describe(exc),
+            status=job.enrichment_status,
+            retry_in=rt.config.leads.enrichment_retry,
+        )
     except Exception as again:
         # The save is what failed (the lead's data, or the database): count it as such.
         await _record_failure(rt, job, again)

@@ -28,7 +28,7 @@ MAX_REASON_LENGTH = 500
 async def receive_webhook(rt: Runtime, event: OrderEvent) -> IngestResult:
     """A verified, validated webhook order event: ignored by demo_mode, or stored. `result`
     is `unstorable` (with the reason) when the database refuses this one order; a created
-    lead wakes the touch-point loop. Raises the database's error when it is unavailable."""
+    lead wakes the enrichment loop. Raises the database's error when it is unavailable."""
     if rt.config.demo_mode:
         reason = demo.filter_reason(event.order)
         if reason:
@@ -47,7 +47,7 @@ async def receive_webhook(rt: Runtime, event: OrderEvent) -> IngestResult:
         await record_rejection(rt, event.source, event.order, "unstorable", reason)
         return IngestResult(None, "unstorable", reason=reason)
     if result.result == "created":
-        rt.wake()
+        rt.wake_enrichment()
     return result
 
 

@@ -47,8 +47,14 @@ async def run(rt: Runtime, *, shutdown: asyncio.Event, beat: Callable[[], None])
     next_tick = time.monotonic()
     while not shutdown.is_set():
         started = time.monotonic()
-        if await run_once(rt) is not None:  # a cycle ran (not disabled, not a follower)
-            metrics.POLL_DURATION.observe(time.monotonic() - started)
+        try:
+            if await run_once(rt) is not None:  # a cycle ran (not disabled, not a follower)
+                metrics.POLL_DURATION.observe(time.monotonic() - started)
+        except DB_ERRORS as exc:
+            # The lease or the job row could not be written: the database is down for
+            # everyone. The cursor has not moved; the next tick tries again (no crash).
+            metrics.POLL_CYCLES.labels("error").inc()
+            log.warning("poll.database_unavailable", error=describe_error(exc))
         await prune_deliveries(rt)
         beat()
         metrics.LOOP_LAST_RUN.labels("poll").set(time.time())
@@ -96,7 +102,7 @@ async def run_once(rt: Runtime, now: dt.datetime | None = None) -> dict[str, Any
         elif cursor is None:
             await store.set_cursor(CURSOR, position=since)
         if counts["created"]:
-            rt.wake()
+            rt.wake_enrichment()
         await store.finish_job(job_id, status="ok", counts=counts, error=None)
         rt.health.ok("shopmonkey")
         metrics.POLL_CYCLES.labels("ok").inc()

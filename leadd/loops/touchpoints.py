@@ -1,11 +1,13 @@
-"""Touch-point loop: every `interval`, or at once when woken by a new lead, it enriches new
-leads, reconciles sends left in doubt by a crash, then claims due touch points and sends them
-with bounded concurrency. A heartbeat extends the leases of rows still in flight, so a slow
-(rate-limited) send is never mistaken for a dead daemon's. While Twilio's message list cannot
-be read for sends in doubt, /readyz says so.
+"""Touch-point loop (the send lane): every `interval`, or at once when woken (an enrichment
+released a lead's touch points, a person queued a message), it reconciles sends left in doubt
+by a crash, then claims due touch points and sends them with bounded concurrency. Enrichment
+is another loop (leadd.loops.enrichment): nothing here waits for Shopmonkey. A heartbeat
+extends the leases of rows still in flight, so a slow (rate-limited) send is never mistaken
+for a dead daemon's. While Twilio's message list cannot be read for sends in doubt, /readyz
+says so. A database outage is waited out with backoff, not a crash.
 
 It takes the Runtime (what is due is decided on its clock) and, from the daemon that runs it,
-the shutdown and wake-up events, a heartbeat, and the enrichment step as a callable.
+the shutdown and wake-up events and a heartbeat.
 """
 
 from __future__ import annotations
@@ -13,11 +15,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from contextlib import suppress
 
-from leadd import metrics
+from leadd import metrics, sequences
+from leadd.errors import describe_error
 from leadd.logs import get_logger
+from leadd.loops import DB_RETRY, idle
 from leadd.outreach import reconcile
 from leadd.outreach.send import Sender
 from leadd.runtime import Runtime
@@ -26,21 +30,11 @@ from leadd.store.outreach_models import TouchPoint
 
 log = get_logger(__name__)
 
-ENRICH_BATCH = 10
-ENRICH_WORKERS = 4
-
 Beat = Callable[[], None]
-# Enrich up to n due leads; returns how many were processed.
-Enrich = Callable[[int], Awaitable[int]]
 
 
 def _no_beat() -> None:
     """Without a supervisor: nobody to tell."""
-
-
-async def _no_enrich(limit: int) -> int:
-    """Without enrichment: touch points of enriched leads only."""
-    return 0
 
 
 async def run(
@@ -49,34 +43,33 @@ async def run(
     shutdown: asyncio.Event,
     wake_event: asyncio.Event,
     beat: Beat,
-    enrich: Enrich,
 ) -> None:
     engine = Sender(rt)
     interval = rt.config.touchpoints.interval
     next_full = 0.0
+    failures = 0
     while not shutdown.is_set():
         wake_event.clear()
-        # A wake by a new lead only needs enrich + send; reconciling expired leases and the
-        # due gauge run on the interval (leases expire on that scale), so a burst of leads
-        # does not pay for them once per lead.
+        # A wake-up only needs a claim; reconciling expired leases and the due gauge run on
+        # the interval (leases expire on that scale), so a burst of leads does not pay for
+        # them once per lead.
         full = time.monotonic() >= next_full
+        try:
+            await run_once(
+                rt, engine, full=full, shutdown=shutdown, wake_event=wake_event, beat=beat
+            )
+            failures = 0
+        except DB_ERRORS as exc:
+            # The database is down for everyone: wait and try again, never crash the task.
+            log.warning("touchpoints.database_unavailable", error=describe_error(exc))
+            await idle(shutdown, None, DB_RETRY.delay(failures))
+            failures += 1
+            continue
         if full:
             next_full = time.monotonic() + interval
-        await run_once(
-            rt, engine, full=full, shutdown=shutdown, wake_event=wake_event, beat=beat,
-            enrich=enrich,
-        )  # fmt: skip
         beat()
         metrics.LOOP_LAST_RUN.labels("touchpoints").set(time.time())
-        if wake_event.is_set():
-            continue
-        wake = asyncio.create_task(wake_event.wait())
-        stop = asyncio.create_task(shutdown.wait())
-        try:
-            await asyncio.wait({wake, stop}, timeout=interval, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            wake.cancel()
-            stop.cancel()
+        await idle(shutdown, wake_event, interval)
 
 
 async def run_once(
@@ -87,14 +80,13 @@ async def run_once(
     shutdown: asyncio.Event | None = None,
     wake_event: asyncio.Event | None = None,
     beat: Beat = _no_beat,
-    enrich: Enrich = _no_enrich,
 ) -> Counter[str]:
-    """One cycle: enrich, reconcile, then send until nothing is due (or shutdown).
+    """One cycle: reconcile, then send until nothing is due (or shutdown).
 
     Sending is a pipeline, not batch-by-batch: up to `concurrency` sends are in flight, and
     a free slot is refilled by the next claim at once. A lead arriving meanwhile (the wake
-    event) is enriched and claimed without waiting for slow sends already in flight, so one
-    slow or rate-limited provider call never holds back a new lead's first message.
+    event) is claimed without waiting for slow sends already in flight, so one slow or
+    rate-limited provider call never holds back a new lead's first message.
     """
     cycle = _Cycle(
         rt,
@@ -102,10 +94,8 @@ async def run_once(
         shutdown or asyncio.Event(),
         wake_event or asyncio.Event(),
         beat,
-        enrich,
     )
     counts: Counter[str] = Counter()
-    await cycle.enrich()
     if full:
         reconciled = await reconcile.reconcile_in_doubt(rt, limit=rt.config.touchpoints.batch_size)
         counts.update({f"reconcile:{outcome}": n for outcome, n in reconciled.items()})
@@ -128,25 +118,12 @@ class _Cycle:
         shutdown: asyncio.Event,
         wake_event: asyncio.Event,
         beat: Beat,
-        enrich: Enrich,
     ) -> None:
         self.rt, self.engine = rt, engine
         self.shutdown, self.wake_event = shutdown, wake_event
-        self.beat, self._enrich_batch = beat, enrich
-
-    async def enrich(self) -> None:
-        """Enrich every lead that is due. A burst of new leads can exceed one call's limit,
-        and each call works through its leads one by one, so a few calls run side by side
-        (their claims are disjoint: SKIP LOCKED)."""
-        # One claimer first: a lone new lead costs one claim, not ENRICH_WORKERS of them.
-        if await self._enrich_batch(ENRICH_BATCH) < ENRICH_BATCH:
-            return
-        while not self.shutdown.is_set():
-            done = await asyncio.gather(
-                *(self._enrich_batch(ENRICH_BATCH) for _ in range(ENRICH_WORKERS))
-            )
-            if max(done) < ENRICH_BATCH:
-                return
+        self.beat = beat
+        # Steps that show the vehicle or services wait for them (issue 11: staged enrichment).
+        self.need_details = sequences.detail_steps(rt.config)
 
     async def send_due(self, counts: Counter[str]) -> None:
         rt, tp, owner = self.rt, self.rt.config.touchpoints, self.rt.instance_id
@@ -184,7 +161,11 @@ class _Cycle:
                 if not drained and free > 0 and not self.shutdown.is_set():
                     limit = min(tp.batch_size, free)
                     rows = await rt.store.claim_touchpoints(
-                        owner=owner, limit=limit, lease=tp.lease, now=rt.clock()
+                        owner=owner,
+                        limit=limit,
+                        lease=tp.lease,
+                        now=rt.clock(),
+                        need_details=self.need_details,
                     )
                     for row in rows:
                         in_flight[asyncio.create_task(one(row))] = row.id
@@ -205,9 +186,8 @@ class _Cycle:
                         in_flight.pop(task)  # type: ignore[arg-type]
                 self.beat()  # a long busy cycle is still progress
                 if self.wake_event.is_set() and not self.shutdown.is_set():
-                    # A new lead: enrich it now and look for due rows again.
+                    # A lead was released (or a message queued): look for due rows again.
                     self.wake_event.clear()
-                    await self.enrich()
                     drained = False
         except asyncio.CancelledError:
             for task in in_flight:  # forced shutdown: do not wait out slow provider calls

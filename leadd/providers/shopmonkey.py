@@ -31,10 +31,12 @@ import aiohttp
 from leadd import metrics
 from leadd.backoff import Backoff
 from leadd.logs import get_logger
-from leadd.ratelimit import RateLimiter
+from leadd.ratelimit import NORMAL, URGENT, RateLimiter
 
 log = get_logger(__name__)
 
+# List rows embed these relations when asked (`include=` and `expand=` do not work).
+INCLUDE_RELATIONS = {"include[customer]": "true", "include[vehicle]": "true"}
 # The API silently caps `limit` at 100; asking for more only hides the cap.
 MAX_PAGE_SIZE = 100
 # A safety net for a paging loop that never sees a short page (e.g. `skip` ignored):
@@ -163,7 +165,11 @@ class ShopmonkeyClient:
         for _page in range(MAX_PAGES):
             envelope = await self._get_envelope(
                 "/order",
-                params={"where": where, "orderby": orderby, "limit": str(limit), "skip": str(skip)},
+                # Rows carry their customer and vehicle: a polled lead needs no customer call.
+                params={"where": where, "orderby": orderby, "limit": str(limit)}
+                | {"skip": str(skip)}
+                | INCLUDE_RELATIONS,
+                priority=URGENT,  # the orders the webhook missed: leads not yet answered
             )
             assert envelope is not None
             rows = envelope.get("data")
@@ -192,8 +198,9 @@ class ShopmonkeyClient:
         return await self._get_object(f"/order/{_segment(order_id)}")
 
     async def get_customer(self, customer_id: str) -> dict[str, Any] | None:
-        """The customer with its `emails[]` and `phoneNumbers[]`, or None if unknown."""
-        return await self._get_object(f"/customer/{_segment(customer_id)}")
+        """The customer with its `emails[]` and `phoneNumbers[]`, or None if unknown. Urgent:
+        the lead's acknowledgement waits for it."""
+        return await self._get_object(f"/customer/{_segment(customer_id)}", priority=URGENT)
 
     async def get_vehicle(self, vehicle_id: str) -> dict[str, Any] | None:
         """The vehicle, or None if unknown."""
@@ -212,8 +219,8 @@ class ShopmonkeyClient:
 
     # -- transport -----------------------------------------------------------------
 
-    async def _get_object(self, path: str) -> dict[str, Any] | None:
-        envelope = await self._get_envelope(path, allow_404=True)
+    async def _get_object(self, path: str, *, priority: int = NORMAL) -> dict[str, Any] | None:
+        envelope = await self._get_envelope(path, allow_404=True, priority=priority)
         if envelope is None:
             return None
         data = envelope.get("data")
@@ -222,13 +229,18 @@ class ShopmonkeyClient:
         return data
 
     async def _get_envelope(
-        self, path: str, *, params: Mapping[str, str] | None = None, allow_404: bool = False
+        self,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        allow_404: bool = False,
+        priority: int = NORMAL,
     ) -> dict[str, Any] | None:
         """GET with throttling and retries; the `{success, data, meta}` envelope, or None
-        on 404 when `allow_404`."""
+        on 404 when `allow_404`. The budget is shared: `priority` says who goes first."""
         url = self.base_url + path
         for attempt in range(self.max_attempts):
-            await self.limiter.acquire()
+            await self.limiter.acquire(priority)
             try:
                 status, headers, text = await self._send(url, params)
             except (TimeoutError, aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as e:

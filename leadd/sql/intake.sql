@@ -33,6 +33,46 @@ WITH ins AS (
 )
 SELECT id FROM ins;
 
+-- name: insert_leads
+-- insert_lead for many orders in one statement and one commit (group commit, issue 11:
+-- concurrent webhooks share it). One row per order in the first arrays ($2..$17); the touch
+-- points of all of them flattened in the last ones ($18..$22, keyed by lead id). Returns the
+-- ids of the leads created: an order that already has a lead, or that appears twice in the
+-- batch, creates nothing the second time (ON CONFLICT DO NOTHING), exactly as one at a time.
+WITH input AS (
+    SELECT * FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[],
+                         $7::bigint[], $8::timestamptz[], $9::jsonb[], $10::text[], $11::text[],
+                         $12::text[], $13::jsonb[], $14::text[], $15::timestamptz[],
+                         $16::bytea[], $17::timestamptz[])
+        AS i(id, location_id, order_id, order_number, source, order_version, order_updated_at,
+             order_data, customer_id, vehicle_id, cause, detail, sequence, enrich_after,
+             digest, digest_until)
+), ins AS (
+    INSERT INTO leads (id, tenant_id, location_id, shopmonkey_order_id, order_number, source,
+                       order_version, order_updated_at, order_data, customer_id, vehicle_id,
+                       enrich_after)
+    SELECT id, $1, location_id, order_id, order_number, source, order_version,
+           order_updated_at, order_data, customer_id, vehicle_id, enrich_after
+    FROM input
+    ON CONFLICT (tenant_id, shopmonkey_order_id) DO NOTHING
+    RETURNING id
+), ev AS (
+    INSERT INTO lead_events (tenant_id, lead_id, from_state, to_state, cause, detail)
+    SELECT $1, ins.id, NULL, 'new', i.cause, i.detail FROM ins JOIN input i ON i.id = ins.id
+), tp AS (
+    INSERT INTO touch_points (tenant_id, lead_id, sequence, step_index, step_name, channel, due_at)
+    SELECT $1, t.lead_id, i.sequence, t.idx, t.name, t.channel, t.due
+    FROM unnest($18::uuid[], $19::int[], $20::text[], $21::text[], $22::timestamptz[])
+        AS t(lead_id, idx, name, channel, due)
+    JOIN ins ON ins.id = t.lead_id JOIN input i ON i.id = t.lead_id
+), seen AS (
+    INSERT INTO webhook_deliveries (tenant_id, digest, expires_at)
+    SELECT $1, i.digest, i.digest_until FROM ins JOIN input i ON i.id = ins.id
+    WHERE i.digest IS NOT NULL
+    ON CONFLICT (tenant_id, digest) DO NOTHING
+)
+SELECT id FROM ins;
+
 -- name: remember_delivery
 -- Inside the transaction that stores the delivery: true when it was not seen before (or its
 -- memory has expired by $4, now, and is renewed), NULL for a replay of a delivery already
@@ -90,14 +130,15 @@ VALUES ($1, $2, $3, $4, $5, $6, $7);
 -- name: claim_enrichment
 -- Leased like touch points: two daemons never enrich the same lead at once, and a lead whose
 -- enricher died is picked up again once enrich_after passes ($5: now, from the runtime
--- clock). 'failed' has used up its retries.
+-- clock). 'failed' has used up its retries. Leads still waiting for their customer
+-- ('pending': no acknowledgement can go yet) come before details ('contact') and retries.
 UPDATE leads SET enrich_after = $5::timestamptz + make_interval(secs => $3),
                  enrichment_attempts = enrichment_attempts + 1
 WHERE id IN (
     SELECT id FROM leads
     WHERE tenant_id = $1 AND enrichment_status NOT IN ('done', 'failed') AND enrich_after <= $5
       AND enrichment_attempts < $4
-    ORDER BY enrich_after
+    ORDER BY enrichment_status <> 'pending', enrich_after
     LIMIT $2
     FOR UPDATE SKIP LOCKED
 )

@@ -29,6 +29,11 @@ WITH claimed AS (
         JOIN leads l ON l.tenant_id = t.tenant_id AND l.id = t.lead_id
         WHERE t.tenant_id = $1 AND t.state = 'scheduled' AND t.due_at <= $5
           AND l.enrichment_status <> 'pending'
+          -- 'contact': the customer is known, the vehicle and services are still being
+          -- fetched. Steps that show them ($6: 'sequence:step_index' keys) wait; the
+          -- acknowledgement and a person's message do not (issue 11).
+          AND NOT (l.enrichment_status = 'contact' AND t.kind <> 'staff'
+                   AND t.sequence || ':' || t.step_index = ANY($6::text[]))
           -- a paused lead's automated steps wait; a person's message does not (ops, 0006)
           AND (l.paused_at IS NULL OR t.kind = 'staff')
         ORDER BY t.due_at, t.id

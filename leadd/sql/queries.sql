@@ -1,4 +1,5 @@
--- Named runtime queries, loaded once by leadd/db.py. Tenant-scoped queries take tenant_id as $1.
+-- Named runtime queries shared by the store's parts (leadd/store/), loaded once by
+-- leadd/store/core.py with every other sql/*.sql file. Tenant-scoped queries take tenant_id as $1.
 
 -- name: create_schema_migrations
 CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -118,3 +119,11 @@ INSERT INTO email_events (tenant_id, sg_event_id, event, email, lead_id, touch_p
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
 ON CONFLICT (tenant_id, sg_event_id) DO NOTHING
 RETURNING sg_event_id;
+
+-- name: notify_wake
+-- A wake-up for the other daemons on this database (issue 11): work for `lane` ($2:
+-- enrichment or send) may be due now. On the live-updates channel (0010), whose page
+-- listeners ignore it (no lead); $3 names the sender, which ignores its own. No personal data.
+SELECT pg_notify('leadd_events',
+                 json_build_object('tenant', $1::uuid, 'kind', 'wake', 'lane', $2::text,
+                                   'from', $3::text)::text);

@@ -19,6 +19,7 @@ from leadd.embedded import EmbeddedPostgres
 from leadd.store.conversations import ConversationStore
 from leadd.store.core import StoreCore, create_pool, migrate
 from leadd.store.events import EventStore
+from leadd.store.inbound import InboundStore
 from leadd.store.inbox import InboxStore
 from leadd.store.intake import IntakeStore
 from leadd.store.ops import OpsStore
@@ -38,6 +39,7 @@ DB_ERRORS: tuple[type[BaseException], ...] = (
 
 class Store(
     ConversationStore,
+    InboundStore,
     InboxStore,
     StaffStore,
     EventStore,

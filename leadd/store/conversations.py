@@ -69,7 +69,7 @@ class ConversationStore(StoreCore):
             message_id = await tx.fetchval(
                 "chat_insert_web_message", lead_id, "inbound", body, None, now
             )
-            await _replied(tx, lead_id, cause="chat.message", detail=detail)
+            await replied_in(tx, lead_id, cause="chat.message", detail=detail)
             return int(message_id)
 
     async def request_appointment(
@@ -137,17 +137,13 @@ class ConversationStore(StoreCore):
         lead_id: uuid.UUID,
         cause: str,
         detail: Mapping[str, Any],
-        tx: Tx | None = None,
     ) -> Advance:
         """What a customer's message does, wherever it comes from: the lead is engaged (when
         the lifecycle allows it from where it is) and its automated sequence stops, since a
-        person is talking now; a message a person at the shop queued still goes. `tx`: the
-        unit of work of inbound SMS, which stores the message itself (until that handler is on
-        the store); without it, a transaction of its own."""
-        if tx is not None:
-            return await _replied(tx, lead_id, cause=cause, detail=detail)
+        person is talking now; a message a person at the shop queued still goes. (An SMS
+        takes the same step inside its own unit of work: InboundStore.receive_sms.)"""
         async with self._tx() as own:
-            return await _replied(own, lead_id, cause=cause, detail=detail)
+            return await replied_in(own, lead_id, cause=cause, detail=detail)
 
     # ------------------------------------------------------------------ staff on the page
 
@@ -165,7 +161,9 @@ class ConversationStore(StoreCore):
             return int(message_id)
 
 
-async def _replied(tx: Tx, lead_id: uuid.UUID, *, cause: str, detail: Mapping[str, Any]) -> Advance:
+async def replied_in(
+    tx: Tx, lead_id: uuid.UUID, *, cause: str, detail: Mapping[str, Any]
+) -> Advance:
     moved = await advance_in(tx, lead_id, target="engaged", cause=cause, detail=detail)
     stopped = affected(await tx.execute("chat_stop_automation", lead_id, REPLIED))
     return Advance(moved, stopped)

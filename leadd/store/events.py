@@ -1,6 +1,7 @@
 """Live updates from PostgreSQL: LISTEN on the one channel the schema's triggers NOTIFY
 (leadd/sql/0010_conversations.sql), so a change written by any daemon on this database reaches
-the pages every daemon serves.
+the pages every daemon serves. The same channel carries wake-ups between daemons (issue 11):
+a lead taken by one daemon is enriched and texted by whichever daemon is free, at once.
 
 One connection, held for as long as the listener runs, taken from the pool so it is set up like
 every other. When it is lost (server restart, network), the listener reconnects with backoff
@@ -56,6 +57,27 @@ def parse(payload: str, tenant_id: uuid.UUID) -> LiveEvent | None:
         return None
 
 
+@dataclass(frozen=True)
+class Wake:
+    """Another daemon's "work for `lane` may be due now" (enrichment or send)."""
+
+    lane: str
+    sender: str  # its instance id
+
+
+def parse_wake(payload: str, tenant_id: uuid.UUID) -> Wake | None:
+    """A wake-up of this tenant; None for anything else (a live event, another tenant)."""
+    try:
+        data = json.loads(payload)
+        if not isinstance(data, dict) or data.get("kind") != "wake":
+            return None
+        if uuid.UUID(str(data.get("tenant"))) != tenant_id:
+            return None
+        return Wake(lane=str(data.get("lane")), sender=str(data.get("from")))
+    except (ValueError, TypeError):
+        return None
+
+
 class EventStore(StoreCore):
     async def listen(
         self, on_event: Callable[[LiveEvent | None], None], stop: asyncio.Event
@@ -63,15 +85,31 @@ class EventStore(StoreCore):
         """This tenant's live events until `stop` is set (see `listen`)."""
         await listen(self.pool, self.tenant_id, on_event, stop)
 
+    async def listen_wakes(self, on_wake: Callable[[Wake], None], stop: asyncio.Event) -> None:
+        """Other daemons' wake-ups (and our own: the caller ignores those) until `stop`."""
+
+        def heard(wake: Wake | None) -> None:
+            if wake is not None:  # None: reconnected; the loops' intervals cover the gap
+                on_wake(wake)
+
+        await listen(self.pool, self.tenant_id, heard, stop, parse=parse_wake)
+
+    async def notify_wake(self, lane: str, *, sender: str) -> None:
+        """Tell every daemon on this database that work for `lane` may be due now."""
+        await self._execute("notify_wake", lane, sender)
+
 
 async def listen(
     pool: asyncpg.Pool,
     tenant_id: uuid.UUID,
-    on_event: Callable[[LiveEvent | None], None],
+    on_event: Callable[[Any], None],
     stop: asyncio.Event,
+    *,
+    parse: Callable[[str, uuid.UUID], Any] = parse,
 ) -> None:
-    """Deliver this tenant's events to `on_event` until `stop` is set; `None` after every
-    reconnect. Never raises for a database problem: it waits and tries again."""
+    """Deliver this tenant's events (as `parse` reads them; live events by default) to
+    `on_event` until `stop` is set; `None` after every reconnect. Never raises for a database
+    problem: it waits and tries again."""
     attempt, connected_before = 0, False
     while not stop.is_set():
         try:
@@ -79,7 +117,7 @@ async def listen(
                 if connected_before:
                     on_event(None)  # we were away: whatever happened meanwhile was not heard
                 connected_before, attempt = True, 0
-                await _hold(conn, tenant_id, on_event, stop)
+                await _hold(conn, tenant_id, on_event, stop, parse)
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             log.warning("live.listen_lost", error=f"{type(exc).__name__}: {exc}")
         if stop.is_set():
@@ -93,8 +131,9 @@ async def listen(
 async def _hold(
     conn: Any,
     tenant_id: uuid.UUID,
-    on_event: Callable[[LiveEvent | None], None],
+    on_event: Callable[[Any], None],
     stop: asyncio.Event,
+    parse: Callable[[str, uuid.UUID], Any],
 ) -> None:
     lost = asyncio.Event()
 

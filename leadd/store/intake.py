@@ -17,12 +17,14 @@ from typing import Any
 from leadd.lifecycle import TERMINAL, can_transition
 from leadd.logs import get_logger
 from leadd.sequences import PlannedStep
+from leadd.store.batch import GroupCommit
 from leadd.store.core import StoreCore, Tx, affected
 from leadd.store.intake_models import (
     ChatLink,
     Enrichment,
     EnrichmentFailure,
     EnrichmentJob,
+    NewLead,
     OrderUpdate,
 )
 
@@ -33,6 +35,12 @@ log = get_logger(__name__)
 NewerThan = Callable[[int | None, dt.datetime | None], bool]
 
 DEMO_FILTERED = "demo_mode.filtered"
+# insert_leads' per-lead arrays, in its parameter order ($2..$17).
+_NEW_LEAD_COLUMNS = (
+    "lead_id", "location_id", "order_id", "order_number", "source", "order_version",
+    "order_updated_at", "order_data", "customer_id", "vehicle_id", "cause", "detail",
+    "sequence", "now", "replay_digest", "replay_until",
+)  # fmt: skip
 
 
 async def advance_in(
@@ -106,31 +114,62 @@ class IntakeStore(StoreCore):
     ) -> uuid.UUID | None:
         """A new lead in state `new` with its first timeline row and its touch points, due for
         enrichment at `now`; the delivery (`replay_digest`) remembered with it. None when the
-        order already has a lead (nothing written)."""
+        order already has a lead (nothing written). Concurrent calls share one statement and
+        one commit (store/batch.py); each returns once its own lead has committed."""
+        if self._new_leads is None:
+            self._new_leads = GroupCommit(self._insert_leads, self._insert_lead)
+        return await self._new_leads.submit(
+            NewLead(
+                lead_id,
+                location_id,
+                order_id,
+                order_number,
+                source,
+                order_version,
+                order_updated_at,
+                order_data,
+                customer_id,
+                vehicle_id,
+                cause,
+                dict(detail),
+                sequence,
+                tuple(steps),
+                replay_digest,
+                replay_until,
+                now,
+            )  # fmt: skip
+        )
+
+    _new_leads: GroupCommit[NewLead, uuid.UUID | None] | None = None
+
+    async def _insert_lead(self, n: NewLead) -> uuid.UUID | None:
         row = await self._fetchrow(
             "insert_lead",
-            lead_id,
-            location_id,
-            order_id,
-            order_number,
-            source,
-            order_version,
-            order_updated_at,
-            order_data,
-            customer_id,
-            vehicle_id,
-            cause,
-            dict(detail),
-            sequence,
-            [s.index for s in steps],
-            [s.name for s in steps],
-            [s.channel for s in steps],
-            [s.due_at for s in steps],
-            replay_digest,
-            replay_until,
-            now,
-        )
+            n.lead_id, n.location_id, n.order_id, n.order_number, n.source, n.order_version,
+            n.order_updated_at, n.order_data, n.customer_id, n.vehicle_id, n.cause, n.detail,
+            n.sequence,
+            [s.index for s in n.steps], [s.name for s in n.steps],
+            [s.channel for s in n.steps], [s.due_at for s in n.steps],
+            n.replay_digest, n.replay_until, n.now,
+        )  # fmt: skip
         return None if row is None else row["id"]
+
+    async def _insert_leads(self, batch: Sequence[NewLead]) -> list[uuid.UUID | None]:
+        def column(name: str) -> list[Any]:
+            return [getattr(n, name) for n in batch]
+
+        steps = [(n.lead_id, s) for n in batch for s in n.steps]
+        rows = await self._fetch(
+            "insert_leads",
+            *map(column, _NEW_LEAD_COLUMNS),
+            [lead for lead, _ in steps],
+            [s.index for _, s in steps],
+            [s.name for _, s in steps],
+            [s.channel for _, s in steps],
+            [s.due_at for _, s in steps],
+        )
+        created = {r["id"] for r in rows}
+        return [n.lead_id if n.lead_id in created else None for n in batch]
 
     async def apply_order_update(
         self,

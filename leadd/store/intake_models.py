@@ -7,6 +7,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from leadd.sequences import PlannedStep
 from leadd.store.models import Row
 
 
@@ -50,6 +51,29 @@ class EnrichmentJob:
     @classmethod
     def from_row(cls, row: Row) -> EnrichmentJob:
         return cls(**{name: row[name] for name in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class NewLead:
+    """An order's new lead, as insert_lead writes it."""
+
+    lead_id: uuid.UUID
+    location_id: str
+    order_id: str
+    order_number: str | None
+    source: str
+    order_version: int | None
+    order_updated_at: dt.datetime | None
+    order_data: dict[str, Any]
+    customer_id: str | None
+    vehicle_id: str | None
+    cause: str
+    detail: dict[str, Any]
+    sequence: str
+    steps: tuple[PlannedStep, ...]
+    replay_digest: bytes | None
+    replay_until: dt.datetime | None
+    now: dt.datetime
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any, assert_never
 
 from leadd.store.core import StoreCore, Tx, affected
+from leadd.store.inbound import opt_out_in
 from leadd.store.outreach_models import (
     AddressOutcome,
     Attempt,
@@ -36,10 +37,18 @@ class OutreachStore(StoreCore):
     # ------------------------------------------------------------------ claiming
 
     async def claim_touchpoints(
-        self, *, owner: str, limit: int, lease: float, now: dt.datetime
+        self,
+        *,
+        owner: str,
+        limit: int,
+        lease: float,
+        now: dt.datetime,
+        need_details: Sequence[str] = (),
     ) -> list[TouchPoint]:
-        """Lease up to `limit` touch points due at `now` to `owner` for `lease` seconds."""
-        rows = await self._fetch("claim_touchpoints", owner, lease, limit, now)
+        """Lease up to `limit` touch points due at `now` to `owner` for `lease` seconds.
+        Steps named in `need_details` ('sequence:index') wait while their lead's vehicle and
+        services are still being fetched."""
+        rows = await self._fetch("claim_touchpoints", owner, lease, limit, now, list(need_details))
         return [TouchPoint.from_row(r) for r in rows]
 
     async def claim_stale_sending(
@@ -209,9 +218,17 @@ async def _change_row(tx: Tx, touch_point_id: int, owner: str, change: RowChange
 
 
 async def _apply_address_outcome(tx: Tx, lead_id: uuid.UUID, outcome: AddressOutcome) -> None:
-    # opt_out and cancel_for_address are shared with inbound SMS (queries.sql).
-    if outcome.opt_out_reason is not None:
-        await tx.execute("opt_out", outcome.channel, outcome.address, outcome.opt_out_reason)
     if outcome.lead_error is not None:
         await tx.execute("set_lead_error", lead_id, outcome.lead_error)
-    await tx.execute("cancel_for_address", outcome.channel, outcome.address, outcome.cancel_reason)
+    if outcome.opt_out_reason is not None:  # the one opt-out step (store/inbound.py)
+        await opt_out_in(
+            tx,
+            outcome.channel,
+            outcome.address,
+            reason=outcome.opt_out_reason,
+            cancel_reason=outcome.cancel_reason,
+        )
+    else:
+        await tx.execute(
+            "cancel_for_address", outcome.channel, outcome.address, outcome.cancel_reason
+        )

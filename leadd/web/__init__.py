@@ -44,6 +44,13 @@ def json_error(status: int, reason: str, **extra: Any) -> web.Response:
     return web.json_response({"success": False, "error": reason, **extra}, status=status)
 
 
+def store_failed(provider: str, exc: BaseException) -> web.Response:
+    """A provider callback the database could not take: 503 with a JSON body, so the
+    provider retries; every provider endpoint answers it the same way."""
+    log.error("webhook.store_failed", provider=provider, error=f"{type(exc).__name__}: {exc}")
+    return json_error(503, "could not store the event; retry later")
+
+
 @web.middleware
 async def _errors_and_metrics(request: web.Request, handler: Handler) -> web.StreamResponse:
     start = time.perf_counter()
@@ -128,12 +135,12 @@ def create_app(
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_handler)
-    from leadd import inbound
-    from leadd.web import shopmonkey  # the provider endpoints live in their own modules
+    # the provider endpoints live in their own modules
+    from leadd.web import sendgrid, shopmonkey, twilio, unsubscribe
 
-    shopmonkey.setup_routes(app)
-    inbound.setup_routes(app)
-    from leadd import api  # the ops API (issue 9): off without api.tokens
+    for module in (shopmonkey, twilio, sendgrid, unsubscribe):
+        module.setup_routes(app)
+    from leadd.web import api  # the ops API (issue 9): off without api.tokens
 
     def ops() -> OpsDeps | None:
         rt = runtime()

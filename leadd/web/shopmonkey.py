@@ -19,7 +19,7 @@ from leadd.intake import events
 from leadd.logs import get_logger
 from leadd.providers import shopmonkey_webhook as signing
 from leadd.store import DB_ERRORS
-from leadd.web import json_error, runtime_of
+from leadd.web import json_error, runtime_of, store_failed
 
 log = get_logger(__name__)
 
@@ -67,10 +67,7 @@ async def order_webhook(request: web.Request) -> web.Response:
     try:
         result = await intake.receive_webhook(rt, event)
     except DB_ERRORS as exc:
-        log.error(
-            "webhook.store_failed", provider="shopmonkey", error=f"{type(exc).__name__}: {exc}"
-        )
-        return json_error(503, "could not store the event; retry later")
+        return store_failed("shopmonkey", exc)
     if result.result == "unstorable":
         return json_error(422, result.reason or "the order could not be stored")
     if result.lead_id is None:

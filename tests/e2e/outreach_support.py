@@ -22,7 +22,7 @@ from twilio.request_validator import RequestValidator
 
 from leadd.config import Config
 from leadd.daemon import Daemon
-from leadd.intake import enrichment
+from leadd.loops import enrichment as enrichment_loop
 from leadd.loops import touchpoints
 from leadd.providers import sendgrid as sendgrid_module
 from leadd.providers import twilio as twilio_module
@@ -63,16 +63,16 @@ def runtime(
 
 
 async def cycle(daemon: Daemon, *, clock: Clock | None = None, full: bool = True) -> Counter[str]:
-    """One touch-point cycle run beside the daemon's own loop, as that loop runs it (its
-    enrichment, shutdown and wake-up events), on `clock` when given."""
+    """One enrichment and one touch-point cycle run beside the daemon's own loops, as those
+    loops run them (shutdown and wake-up events), on `clock` when given."""
     rt = runtime(daemon, clock=clock)
+    await enrichment_loop.run_once(rt, shutdown=daemon.shutdown)
     return await touchpoints.run_once(
         rt,
         full=full,
         shutdown=daemon.shutdown,
         wake_event=daemon.wake_touchpoints,
         beat=functools.partial(daemon.supervisor.beat, "touchpoints"),
-        enrich=functools.partial(enrichment.enrich_due, rt),
     )
 
 

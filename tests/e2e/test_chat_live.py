@@ -152,7 +152,7 @@ async def test_a_lost_listen_connection_reconnects_and_asks_pages_to_refetch(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
         "WHERE datname = current_database() AND query LIKE 'LISTEN%'",
     )
-    assert len(killed) == 2  # one listener per daemon
+    assert len(killed) == 4  # per daemon: the pages' live updates and the lanes' wake-ups
     assert (await stream.next())["kind"] == "resync"
     await b.post(path + "/messages", {"body": "after the outage"})
     event = await stream.next()

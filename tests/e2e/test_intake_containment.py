@@ -254,7 +254,7 @@ async def test_readyz_names_a_crash_without_the_data_that_caused_it(
     async def crash(*args: Any, **kwargs: Any) -> int:
         raise ValueError(f"invalid input for query argument $3: '{POISON_NAME}' jamie@x.example")
 
-    monkeypatch.setattr(enrichment, "enrich_due", crash)
+    monkeypatch.setattr(enrichment, "claim", crash)
     async with daemon_with(database_url, twilio) as daemon:
 
         async def not_ready() -> str | None:
@@ -262,6 +262,6 @@ async def test_readyz_names_a_crash_without_the_data_that_caused_it(
             return body if status == 503 else None
 
         body = await wait_for(not_ready, interval=0.02)
-        problem = json.loads(body)["problems"]["task:touchpoints"]
+        problem = json.loads(body)["problems"]["task:enrichment"]
         assert "ValueError" in problem
         assert POISON_NAME not in body and "jamie" not in body and "$3" not in body

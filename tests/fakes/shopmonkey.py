@@ -289,6 +289,25 @@ class FakeShopmonkey:
         skip = max(0, _int_param(request.query.get("skip"), 0))
         page = rows[skip : skip + limit]
         self._served_orders.update(str(r.get("id")) for r in page)
+        # include[customer]=true / include[vehicle]=true embed the relation in each row (null
+        # when the order has none or it is unknown; a test's order that already carries one
+        # keeps it); `include=` and `expand=` do nothing.
+        embed = [
+            (rel, store)
+            for rel, store in (("customer", self.customers), ("vehicle", self.vehicles))
+            if request.query.get(f"include[{rel}]") == "true"
+        ]
+        if embed:
+            page = [
+                {
+                    **row,
+                    **{
+                        rel: row.get(rel) or store.get(str(row.get(f"{rel}Id")))
+                        for rel, store in embed
+                    },
+                }
+                for row in page
+            ]
         return _ok(page, meta={"total": len(rows), "hasMore": skip + len(page) < len(rows)})
 
     async def _get_order(self, request: web.Request) -> web.Response:

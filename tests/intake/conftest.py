@@ -66,7 +66,8 @@ class Env:
     clock: Clock
     fake: FakeShopmonkey
     pool: asyncpg.Pool
-    wakes: list[dt.datetime] = field(default_factory=list)
+    wakes: list[dt.datetime] = field(default_factory=list)  # of the enrichment lane
+    send_wakes: list[dt.datetime] = field(default_factory=list)  # of the send lane
 
     @property
     def store(self) -> Store:
@@ -127,6 +128,7 @@ async def make_env(database_url: str, pool: asyncpg.Pool) -> AsyncIterator[EnvFa
             stack.push_async_callback(client.close)
             env_clock = clock or Clock()
             wakes: list[dt.datetime] = []
+            send_wakes: list[dt.datetime] = []
             rt = Runtime(
                 config=cfg,
                 store=store,
@@ -137,9 +139,10 @@ async def make_env(database_url: str, pool: asyncpg.Pool) -> AsyncIterator[EnvFa
                 ),
                 instance_id=instance_id,
                 clock=env_clock,
-                wake=lambda: wakes.append(env_clock()),
+                wake=lambda: send_wakes.append(env_clock()),
+                wake_enrichment=lambda: wakes.append(env_clock()),
             )
-            return Env(rt, env_clock, fake, pool, wakes)
+            return Env(rt, env_clock, fake, pool, wakes, send_wakes)
 
         yield build
 

@@ -44,7 +44,8 @@ def person(phone: str | None, email: str | None = None) -> dict[str, Any]:
 async def test_due_by_the_runtime_clock_and_filled_from_shopmonkey(env: Env) -> None:
     """A new lead is due at its creation by the clock, not before; the customer, vehicle and
     services are fetched and stored bounded (E.164 phone, catalog price); a finished lead is
-    not claimed again. Enrichment never wakes the loop it runs in."""
+    not claimed again. Enrichment wakes the send lane (the lead's touch points are released),
+    never its own."""
     customer = env.fake.add_customer(fixture("shopmonkey-get-customer.json"))
     vehicle = env.fake.add_vehicle(fixture("shopmonkey-get-vehicle.json"))
     lead_id = await new_lead(env, customerId=customer["id"], vehicleId=vehicle["id"])
@@ -68,7 +69,8 @@ async def test_due_by_the_runtime_clock_and_filled_from_shopmonkey(env: Env) -> 
     assert sessions[0]["expires_at"] == T0 + dt.timedelta(seconds=env.rt.config.chat.link_ttl)
     env.clock.advance(86400)
     assert await enrichment.enrich_due(env.rt) == 0
-    assert env.wakes == []  # enrichment runs in the send loop: it never wakes that loop
+    assert env.wakes == []  # never its own lane
+    assert env.send_wakes == [T0, T0]  # contact (the acknowledgement), then the details
 
 
 async def test_a_missing_customer_is_partial_and_retried_on_the_clock(env: Env) -> None:

@@ -171,7 +171,7 @@ async def test_a_replayed_delivery_changes_nothing_until_its_memory_expires(env:
 # --------------------------------------------------------------------------- entry points
 
 
-async def test_the_webhook_wakes_the_send_loop_only_for_a_new_lead(env: Env) -> None:
+async def test_the_webhook_wakes_the_enrichment_loop_only_for_a_new_lead(env: Env) -> None:
     data = order()
     assert (await receive_webhook(env.rt, event(data))).result == "created"
     assert env.wakes == [T0]
@@ -219,7 +219,7 @@ async def test_a_database_that_is_down_for_everyone_is_raised_not_recorded(env: 
         await receive_polled(down, order())
     assert await env.sql("SELECT * FROM rejected_orders") == []
     assert (rejected("webhook", "unstorable"), rejected("poll", "unstorable")) == before
-    assert down.wake is env.rt.wake and env.wakes == []
+    assert down.wake_enrichment is env.rt.wake_enrichment and env.wakes == []
 
 
 async def test_invalid_polled_orders_are_recorded_and_skipped(env: Env) -> None:

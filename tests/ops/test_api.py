@@ -19,11 +19,10 @@ import aiohttp
 import asyncpg
 import pytest
 
-from leadd import api
 from leadd.config import Config
 from leadd.daemon import Daemon
 from leadd.store import Store
-from leadd.web import create_app
+from leadd.web import api, create_app
 from tests.conftest import make_config
 from tests.e2e.outreach_support import (
     PHONE,

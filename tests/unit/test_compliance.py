@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from types import SimpleNamespace
 from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from leadd import inbound, phones
+from leadd import phones
 from leadd.compliance import (
     DEFAULT_STATE_RULES,
     MAX_SEARCH_DAYS,
@@ -27,6 +26,7 @@ from leadd.consent import (
     next_slot_under_cap,
     within_cap,
 )
+from leadd.conversations import inbound
 from tests.conftest import make_config
 
 CHICAGO = "America/Chicago"
@@ -570,7 +570,7 @@ def test_keyword_sets_are_disjoint_and_include_fcc_words() -> None:
 def test_help_reply_states_the_configured_daily_cap(cap: int) -> None:
     """CTIA: the HELP reply gives the message frequency, which is the configured cap."""
     cfg = make_config(None, compliance={"max_sms_per_day": cap})
-    text = inbound._help_text(SimpleNamespace(config=cfg))
+    text = inbound.help_text(cfg)
     assert f"Up to {cap} msgs/day." in text
     assert "Reply STOP to opt out" in text
 

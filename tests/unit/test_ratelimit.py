@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
-from leadd.ratelimit import RateLimiter
+from leadd.ratelimit import NORMAL, URGENT, RateLimiter
 
 
 class FakeClock:
@@ -37,3 +39,34 @@ def test_pause_without_cap_and_negative_values() -> None:
     assert limiter.paused_for() == 300.0
     with pytest.raises(ValueError):
         RateLimiter(1.0, max_pause=0)
+
+
+async def test_waiters_are_served_most_urgent_first_then_in_arrival_order() -> None:
+    """With the bucket empty, an urgent caller (a customer lookup an acknowledgement waits
+    for) that arrives after two normal ones still gets the next token."""
+    limiter = RateLimiter(50.0)
+    await limiter.acquire()  # the one token: everyone below waits
+    served: list[str] = []
+
+    async def take(name: str, priority: int) -> None:
+        await limiter.acquire(priority)
+        served.append(name)
+
+    tasks = [asyncio.create_task(take("a", NORMAL)), asyncio.create_task(take("b", NORMAL))]
+    await asyncio.sleep(0)  # a and b are queued first
+    tasks.append(asyncio.create_task(take("urgent", URGENT)))
+    await asyncio.gather(*tasks)
+    assert served == ["urgent", "a", "b"]
+
+
+async def test_a_cancelled_waiter_takes_no_token_and_does_not_block_the_queue() -> None:
+    limiter = RateLimiter(50.0)
+    await limiter.acquire()
+    gone = asyncio.create_task(limiter.acquire(URGENT))
+    await asyncio.sleep(0)
+    assert limiter.waiting() == 1
+    gone.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await gone
+    await asyncio.wait_for(limiter.acquire(NORMAL), timeout=5)
+    assert limiter.waiting() == 0

@@ -135,7 +135,16 @@ async def test_list_orders_sends_verified_query_forms(
     assert req.query["limit"] == "100"
     assert req.query["skip"] == "0"
     raw = parse_qs(req.query_string)
-    assert set(raw) == {"where", "orderby", "limit", "skip"}
+    # rows embed their customer and vehicle: a polled lead needs no customer call
+    assert set(raw) == {
+        "where",
+        "orderby",
+        "limit",
+        "skip",
+        "include[customer]",
+        "include[vehicle]",
+    }
+    assert req.query["include[customer]"] == req.query["include[vehicle]"] == "true"
     assert "$" not in req.query["where"]
     assert "orderBy" not in req.query_string
 

@@ -15,7 +15,7 @@ from leadd.operations.leads import MAX_REASON, MAX_SMS_BODY, OPERATOR_STATES
 from leadd.operations.params import MAX_LIMIT
 
 if TYPE_CHECKING:
-    from leadd.api import Route
+    from leadd.web.api import Route
 
 Json = dict[str, Any]
 
@@ -342,7 +342,7 @@ SCHEMAS: dict[str, Json] = {
 
 def build(routes: Sequence[Route]) -> Json:
     """The document for `routes` (all under /api/v1); KeyError for an undescribed route."""
-    from leadd.api import PREFIX
+    from leadd.web.api import PREFIX
 
     paths: dict[str, Json] = {}
     for route in routes:

@@ -283,7 +283,7 @@ def setup_routes(app: web.Application, config: Config, deps: DepsProvider) -> No
     if not tokens:
         log.info("api.off", reason="no api.tokens configured: /api/v1 answers 404")
         return
-    from leadd import api_spec
+    from leadd.web import api_spec
 
     for route in ROUTES:
         app.router.add_route(route.method, route.path, _endpoint(route, tokens, deps))
