@@ -204,7 +204,10 @@ async def save(
         job.id,
         enrichment=enrichment,
         chat=chat,
-        dedupe=bool(phone or email) and job.attached_to is None,
+        # Decided when the contact is first known; the details stage does not ask again.
+        dedupe=bool(phone or email)
+        and job.attached_to is None
+        and job.enrichment_status != "contact",
         dedupe_window=cfg.leads.dedupe_window,
         now=rt.clock(),
     )
