@@ -3,8 +3,8 @@ send it, record the attempt and move the lead.
 
 Crash safety: a row is `sending` with a lease before the provider is called, and the gate
 stores the recipient/sender/body (gated_at) first. A send that ended ambiguously (timeout,
-connection error, 5xx: the provider may have accepted it) stays `sending` under a short lease
-and is reconciled (reconcile.py) before any resend.
+connection error, 5xx: the provider may have accepted it) stays `sending`, is handed to
+reconciliation (reconcile.py) and looked up seconds later, before any resend.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from contextlib import asynccontextmanager
 from leadd import metrics, sequences
 from leadd.config import Location, SequenceStep
 from leadd.logs import get_logger
-from leadd.outreach import compose, gate, outcomes
+from leadd.outreach import compose, gate, outcomes, reconcile
 from leadd.providers.result import SendResult
 from leadd.providers.twilio_wire import INVALID_RECIPIENT_CODES
 from leadd.runtime import Runtime
@@ -47,6 +47,8 @@ class Sender:
         self.rt = rt
         self.rules = gate.Rules.from_config(rt.config)
         self.retry = outcomes.retry_backoff(rt.config)
+        # Sends this daemon handed to reconciliation, and when each may be looked up.
+        self.in_doubt = reconcile.InDoubt()
         self._phone_locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}  # lock, [users]
 
     async def process(self, tp: TouchPoint) -> str:
@@ -198,6 +200,8 @@ class Sender:
         )
         if not recorded:
             return await outcomes.not_ours(rt, tp, "send")
+        if isinstance(change, KeepInDoubt):
+            self.in_doubt.add(change.lookup_in)  # wakes the loop to look it up
         metrics.count_send(channel, outcome)
         return outcome
 
@@ -210,9 +214,12 @@ class Sender:
             channel == "sms"
             and (result.error_code in AMBIGUOUS_CODES or (result.http_status or 0) >= 500)
         ):
-            # The provider may have accepted it: leave it `sending` with a short lease so
-            # the reconciler looks it up before any resend.
-            return result.outcome, KeepInDoubt(lease=delay)
+            # The provider may have accepted it: it stays `sending` and is looked up in
+            # reconcile_delay seconds (seconds, not a lease), and resent only if Twilio does
+            # not have it, after the same backoff as any retry.
+            retry_at = self.rt.clock() + dt.timedelta(seconds=delay)
+            lookup_in = self.rt.config.touchpoints.reconcile_delay
+            return result.outcome, KeepInDoubt(lookup_in=lookup_in, retry_at=retry_at)
         if result.outcome == "retry" and tp.attempts < self.rt.config.touchpoints.max_attempts:
             due_at = self.rt.clock() + dt.timedelta(seconds=delay)
             return result.outcome, RetryAt(

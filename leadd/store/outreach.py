@@ -204,8 +204,10 @@ class OutreachStore(StoreCore):
 
 async def _change_row(tx: Tx, touch_point_id: int, owner: str, change: RowChange) -> bool:
     match change:
-        case KeepInDoubt(lease=lease):
-            status = await tx.execute("extend_leases", owner, lease, [touch_point_id])
+        case KeepInDoubt(lookup_in=lookup_in, retry_at=retry_at):
+            status = await tx.execute(
+                "release_in_doubt", touch_point_id, owner, lookup_in, retry_at
+            )
         case RetryAt(due_at=due_at, reason=reason):
             status = await tx.execute(
                 "reschedule_touchpoint", touch_point_id, due_at, reason, owner

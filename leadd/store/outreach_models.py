@@ -117,10 +117,13 @@ class Attempt:
 
 @dataclass(frozen=True)
 class KeepInDoubt:
-    """The provider may have taken it: stay `sending`, leased for `lease` seconds, so that
-    reconciliation looks it up before any resend."""
+    """The provider may have taken it: stay `sending`, handed over to reconciliation (owned by
+    nobody, so no heartbeat of the sender renews it) with a lease that ends in `lookup_in`
+    seconds, when the message list can be trusted to show it. If the lookup does not find it,
+    it is resent at `retry_at` (the retry backoff), not before."""
 
-    lease: float
+    lookup_in: float
+    retry_at: dt.datetime
 
 
 @dataclass(frozen=True)
