@@ -29,6 +29,7 @@ from leadd.store.outreach_models import (
     RetryAt,
     RowChange,
     TouchPoint,
+    WaitForSender,
 )
 
 log = get_logger(__name__)
@@ -189,7 +190,7 @@ class Sender:
         )
         if result.outcome == "sent":
             return await self._record_sent(send, attempt)
-        outcome, change = self._after_failure(tp, channel, result)
+        outcome, change = self._after_failure(send, result)
         recorded = await rt.store.record_failed_attempt(
             touch_point_id=tp.id,
             lead_id=tp.lead_id,
@@ -205,10 +206,19 @@ class Sender:
         metrics.count_send(channel, outcome)
         return outcome
 
-    def _after_failure(
-        self, tp: TouchPoint, channel: str, result: SendResult
-    ) -> tuple[str, RowChange]:
+    def _after_failure(self, send: gate.Send, result: SendResult) -> tuple[str, RowChange]:
         """What becomes of the row after a send that did not go, and the outcome to count."""
+        tp, channel = send.tp, send.step.channel
+        if result.outcome == "retry" and result.throttled:
+            # "Slow down", and nothing was taken: the client has paused the sender (its
+            # backoff resets once sends go through again), so the row goes when the pause
+            # ends, not after a backoff of its own, and a throttle is not an attempt: a storm
+            # of 429s delays messages, it does not fail them.
+            wait = max(result.retry_after or 0.0, self._pause(send))
+            until = self.rt.clock() + dt.timedelta(seconds=wait)
+            return "retry", WaitForSender(
+                until, f"retry: {result.error_code} {result.error_message}"
+            )
         delay = max(result.retry_after or 0.0, self.retry.delay(tp.attempts - 1))
         if result.outcome == "retry" and (
             channel == "sms"
@@ -231,6 +241,12 @@ class Sender:
                 f"gave up after {tp.attempts} attempts: {result.error_code} {result.error_message}"
             )
         return result.outcome, Fail(f"{result.error_code}: {result.error_message}")
+
+    def _pause(self, send: gate.Send) -> float:
+        """Seconds before the provider client sends for this sender again."""
+        if send.step.channel == "sms":
+            return self.rt.twilio.paused_for(send.sender)
+        return self.rt.sendgrid.paused_for()
 
     async def _record_sent(self, send: gate.Send, attempt: Attempt) -> str:
         """Attempt, sent mark, transcript line and the first send's new -> contacted, in one

@@ -111,7 +111,8 @@ WHERE tenant_id = $1 AND id = $2 AND state = 'sending' AND claimed_by = $5;
 
 -- name: defer_touchpoint
 -- Back to `scheduled` without counting the claim as an attempt: waiting for quiet hours, a
--- frequency cap or opening hours (or a graceful shutdown) is not a failed send.
+-- frequency cap or opening hours (or a graceful shutdown), or for a provider that said "slow
+-- down" and took nothing (a throttle), is not a failed send.
 UPDATE touch_points SET state = 'scheduled', due_at = $3, last_error = $4, claimed_by = NULL,
     lease_until = NULL, attempts = GREATEST(attempts - 1, 0), updated_at = now()
 WHERE tenant_id = $1 AND id = $2 AND state = 'sending' AND claimed_by = $5;

@@ -28,6 +28,7 @@ from leadd.store.outreach_models import (
     RowChange,
     SentRecord,
     TouchPoint,
+    WaitForSender,
 )
 
 
@@ -212,6 +213,8 @@ async def _change_row(tx: Tx, touch_point_id: int, owner: str, change: RowChange
             status = await tx.execute(
                 "reschedule_touchpoint", touch_point_id, due_at, reason, owner
             )
+        case WaitForSender(until=until, reason=reason):
+            status = await tx.execute("defer_touchpoint", touch_point_id, until, reason, owner)
         case Fail(reason=reason):
             status = await tx.execute("finish_touchpoint", touch_point_id, "failed", reason, owner)
         case _:
