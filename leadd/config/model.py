@@ -111,6 +111,10 @@ class TouchpointsConfig:
     max_attempts: int = count(8)
     retry_base: float = duration(30.0)
     retry_cap: float = duration(3600.0)
+    # After an ambiguous send (timeout, connection error, 5xx: Twilio may have taken it), how
+    # long before it is looked up in Twilio's message list: a message just created can take a
+    # moment to show there, and a lookup that misses it would resend it. Seconds, not a lease.
+    reconcile_delay: float = duration(5.0)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,10 +1,12 @@
 """Touch-point loop (the send lane): every `interval`, or at once when woken (an enrichment
 released a lead's touch points, a person queued a message), it reconciles sends left in doubt
-by a crash, then claims due touch points and sends them with bounded concurrency. Enrichment
-is another loop (leadd.loops.enrichment): nothing here waits for Shopmonkey. A heartbeat
-extends the leases of rows still in flight, so a slow (rate-limited) send is never mistaken
-for a dead daemon's. While Twilio's message list cannot be read for sends in doubt, /readyz
-says so. A database outage is waited out with backoff, not a crash.
+by a crash, then claims due touch points and sends them with bounded concurrency. A send of its
+own that ended ambiguously wakes it reconcile_delay seconds later to be looked up, even in the
+middle of a busy cycle. Enrichment is another loop (leadd.loops.enrichment): nothing here
+waits for Shopmonkey. A heartbeat extends the leases of rows still in flight, so a slow
+(rate-limited) send is never mistaken for a dead daemon's. While Twilio's message list cannot
+be read for sends in doubt, /readyz says so. A database outage is waited out with backoff,
+not a crash.
 
 It takes the Runtime (what is due is decided on its clock) and, from the daemon that runs it,
 the shutdown and wake-up events and a heartbeat.
@@ -45,6 +47,7 @@ async def run(
     beat: Beat,
 ) -> None:
     engine = Sender(rt)
+    engine.in_doubt.wake = wake_event.set  # a send in doubt may be looked up: reconcile now
     interval = rt.config.touchpoints.interval
     next_full = 0.0
     failures = 0
@@ -97,8 +100,11 @@ async def run_once(
     )
     counts: Counter[str] = Counter()
     if full:
+        cycle.engine.in_doubt.take()  # this pass claims every expired lease
         reconciled = await reconcile.reconcile_in_doubt(rt, limit=rt.config.touchpoints.batch_size)
-        counts.update({f"reconcile:{outcome}": n for outcome, n in reconciled.items()})
+        _count_reconciled(counts, reconciled)
+    elif cycle.engine.in_doubt.due():
+        _count_reconciled(counts, await cycle.reconcile_due())
     await cycle.send_due(counts)
     if full:
         due = await rt.store.count_due(now=rt.clock(), overdue_after=metrics.OVERDUE_AFTER)
@@ -108,6 +114,10 @@ async def run_once(
     if counts:
         log.info("touchpoints.cycle", **dict(counts))
     return counts
+
+
+def _count_reconciled(counts: Counter[str], reconciled: Counter[str]) -> None:
+    counts.update({f"reconcile:{outcome}": n for outcome, n in reconciled.items()})
 
 
 class _Cycle:
@@ -124,6 +134,12 @@ class _Cycle:
         self.beat = beat
         # Steps that show the vehicle or services wait for them (issue 11: staged enrichment).
         self.need_details = sequences.detail_steps(rt.config)
+
+    async def reconcile_due(self) -> Counter[str]:
+        """Look up this daemon's sends in doubt whose reconcile_delay has run out (issue 11:
+        seconds after the ambiguous answer, not on the next interval pass)."""
+        limit = self.rt.config.touchpoints.batch_size
+        return await reconcile.reconcile_due(self.rt, self.engine.in_doubt, limit=limit)
 
     async def send_due(self, counts: Counter[str]) -> None:
         rt, tp, owner = self.rt, self.rt.config.touchpoints, self.rt.instance_id
@@ -154,7 +170,19 @@ class _Cycle:
                             owner=owner, lease=tp.lease, ids=list(in_flight.values())
                         )
 
+        async def look_up() -> None:
+            try:
+                _count_reconciled(counts, await self.reconcile_due())
+            except DB_ERRORS as exc:  # the rows stay in doubt: the interval pass takes them
+                log.warning("touchpoints.reconcile_failed", error=describe_error(exc))
+            except Exception:  # as for a send: never let it stop the loop
+                counts["error"] += 1
+                log.exception("touchpoints.reconcile_failed")
+
         leases = asyncio.create_task(heartbeat())
+        # Lookups of sends in doubt that became due during this (busy) cycle run beside the
+        # sends, so a long backlog does not hold them back.
+        lookups: asyncio.Task[None] | None = None
         try:
             while True:
                 free = tp.concurrency - len(in_flight)
@@ -172,30 +200,36 @@ class _Cycle:
                     drained = len(rows) < limit
                     if not drained and len(rows) < free:
                         continue  # more are due and there is room: claim again now
-                if not in_flight:
+                if not in_flight and lookups is None:
                     return
                 woken = asyncio.create_task(self.wake_event.wait())
+                waits = {*in_flight, woken} if lookups is None else {*in_flight, woken, lookups}
                 try:
-                    done, _ = await asyncio.wait(
-                        {*in_flight, woken}, return_when=asyncio.FIRST_COMPLETED
-                    )
+                    done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
                 finally:
                     woken.cancel()
                 for task in done:
-                    if task is not woken:
+                    if task is lookups:
+                        lookups, drained = None, False  # a resend may be due now
+                    elif task is not woken:
                         in_flight.pop(task)  # type: ignore[arg-type]
                 self.beat()  # a long busy cycle is still progress
                 if self.wake_event.is_set() and not self.shutdown.is_set():
                     # A lead was released (or a message queued): look for due rows again.
                     self.wake_event.clear()
                     drained = False
+                if lookups is None and self.engine.in_doubt.due() and not self.shutdown.is_set():
+                    lookups = asyncio.create_task(look_up())
         except asyncio.CancelledError:
             for task in in_flight:  # forced shutdown: do not wait out slow provider calls
                 task.cancel()
+            if lookups is not None:
+                lookups.cancel()  # the rows it holds are reconciled once its lease ends
             raise
         finally:
-            if in_flight:
-                await asyncio.gather(*in_flight, return_exceptions=True)
+            pending = [*in_flight, *([lookups] if lookups is not None else [])]
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
             leases.cancel()
             with suppress(asyncio.CancelledError):
                 await leases

@@ -65,10 +65,13 @@ async def finish(rt: Runtime, tp: TouchPoint, state: str, reason: str) -> str:
     return state
 
 
-async def reschedule(rt: Runtime, tp: TouchPoint, reason: str) -> str:
-    """Due again now (the runtime clock): a send in doubt found not sent, or never gated."""
+async def reschedule(
+    rt: Runtime, tp: TouchPoint, reason: str, due_at: dt.datetime | None = None
+) -> str:
+    """Due again at `due_at`, or now (the runtime clock): a send in doubt found not sent, or
+    never gated."""
     rescheduled = await rt.store.reschedule(
-        touch_point_id=tp.id, owner=rt.instance_id, due_at=rt.clock(), reason=reason
+        touch_point_id=tp.id, owner=rt.instance_id, due_at=due_at or rt.clock(), reason=reason
     )
     if not rescheduled:
         return await not_ours(rt, tp, "reconcile")

@@ -5,11 +5,20 @@ MAX_RECONCILE_LOOKUPS failed lookups it is `unknown`, never resent blindly. E-ma
 lookup API and is resent (at-least-once, with the touch point id in custom_args so events
 dedupe). Every change is conditional on this reconciler still owning the row: one whose lease
 was taken over in turn changes nothing.
+
+How soon: a dead daemon's rows wait out its lease (nobody can tell it died). A send that ended
+ambiguously is handed over by its sender with a lease of `touchpoints.reconcile_delay`
+(seconds), and `InDoubt` wakes the sender's loop as that runs out, so the lookup runs then,
+by the same claim as any other (claim_stale_sending), not on the next interval pass.
 """
 
 from __future__ import annotations
 
+import asyncio
+import heapq
+import time
 from collections import Counter
+from collections.abc import Callable
 
 from leadd import metrics
 from leadd.logs import get_logger
@@ -26,6 +35,51 @@ log = get_logger(__name__)
 MAX_RECONCILE_LOOKUPS = 8
 # /readyz, while sends in doubt wait on a message list that cannot be read.
 HEALTH_KEY = "twilio"
+
+
+# The loop is woken this long after a lookup became due: the lease it waits for ends on the
+# database's clock, measured from before the sender's statement returned, so a lookup started
+# later finds it expired; the margin only absorbs a timer that fires a hair early.
+_WAKE_MARGIN = 0.01
+
+
+def _nobody() -> None:
+    """No loop to wake: the next interval pass reconciles."""
+
+
+class InDoubt:
+    """This daemon's own sends handed to reconciliation, by when each may be looked up
+    (monotonic seconds). The send loop sets `wake` (its wake-up event) and reconciles while
+    `due()`; a lookup another daemon made first leaves nothing for it to claim."""
+
+    def __init__(self) -> None:
+        self.wake: Callable[[], None] = _nobody
+        self._at: list[float] = []
+
+    def add(self, delay: float) -> None:
+        heapq.heappush(self._at, time.monotonic() + delay)
+        asyncio.get_running_loop().call_later(delay + _WAKE_MARGIN, self.wake)
+
+    def due(self) -> bool:
+        return bool(self._at) and self._at[0] <= time.monotonic()
+
+    def take(self) -> None:
+        """The lookups due now are being made (one pass claims every expired lease)."""
+        now = time.monotonic()
+        while self._at and self._at[0] <= now:
+            heapq.heappop(self._at)
+
+
+async def reconcile_due(rt: Runtime, in_doubt: InDoubt, *, limit: int) -> Counter[str]:
+    """Reconcile every expired lease now, `limit` rows per claim, once this daemon's own
+    sends in doubt may be looked up (`in_doubt.due()`)."""
+    in_doubt.take()
+    counts: Counter[str] = Counter()
+    while True:
+        claimed = await reconcile_in_doubt(rt, limit=limit)
+        counts.update(claimed)
+        if claimed.total() < limit:
+            return counts
 
 
 async def reconcile_in_doubt(rt: Runtime, *, limit: int) -> Counter[str]:
@@ -78,7 +132,11 @@ async def reconcile(rt: Runtime, tp: TouchPoint) -> str:
             metrics.count_send("sms", "sent")
             return "reconciled"
     # Not found (SMS), or e-mail/dry-run (no lookup API): send again. E-mail is at-least-once.
-    outcome = await outcomes.reschedule(rt, tp, "recovered: resending after reconciliation")
+    # Not before the retry backoff of an ambiguous answer (release_in_doubt set due_at to it);
+    # a crashed send's due_at is already past: now.
+    outcome = await outcomes.reschedule(
+        rt, tp, "recovered: resending after reconciliation", max(rt.clock(), tp.due_at)
+    )
     if outcome == "rescheduled":
         log.info("reconcile.resend", touch_point_id=tp.id, channel=tp.channel)
     return outcome

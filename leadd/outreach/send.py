@@ -3,8 +3,8 @@ send it, record the attempt and move the lead.
 
 Crash safety: a row is `sending` with a lease before the provider is called, and the gate
 stores the recipient/sender/body (gated_at) first. A send that ended ambiguously (timeout,
-connection error, 5xx: the provider may have accepted it) stays `sending` under a short lease
-and is reconciled (reconcile.py) before any resend.
+connection error, 5xx: the provider may have accepted it) stays `sending`, is handed to
+reconciliation (reconcile.py) and looked up seconds later, before any resend.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from contextlib import asynccontextmanager
 from leadd import metrics, sequences
 from leadd.config import Location, SequenceStep
 from leadd.logs import get_logger
-from leadd.outreach import compose, gate, outcomes
+from leadd.outreach import compose, gate, outcomes, reconcile
 from leadd.providers.result import SendResult
 from leadd.providers.twilio_wire import INVALID_RECIPIENT_CODES
 from leadd.runtime import Runtime
@@ -29,6 +29,7 @@ from leadd.store.outreach_models import (
     RetryAt,
     RowChange,
     TouchPoint,
+    WaitForSender,
 )
 
 log = get_logger(__name__)
@@ -47,6 +48,8 @@ class Sender:
         self.rt = rt
         self.rules = gate.Rules.from_config(rt.config)
         self.retry = outcomes.retry_backoff(rt.config)
+        # Sends this daemon handed to reconciliation, and when each may be looked up.
+        self.in_doubt = reconcile.InDoubt()
         self._phone_locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}  # lock, [users]
 
     async def process(self, tp: TouchPoint) -> str:
@@ -187,7 +190,7 @@ class Sender:
         )
         if result.outcome == "sent":
             return await self._record_sent(send, attempt)
-        outcome, change = self._after_failure(tp, channel, result)
+        outcome, change = self._after_failure(send, result)
         recorded = await rt.store.record_failed_attempt(
             touch_point_id=tp.id,
             lead_id=tp.lead_id,
@@ -198,21 +201,35 @@ class Sender:
         )
         if not recorded:
             return await outcomes.not_ours(rt, tp, "send")
+        if isinstance(change, KeepInDoubt):
+            self.in_doubt.add(change.lookup_in)  # wakes the loop to look it up
         metrics.count_send(channel, outcome)
         return outcome
 
-    def _after_failure(
-        self, tp: TouchPoint, channel: str, result: SendResult
-    ) -> tuple[str, RowChange]:
+    def _after_failure(self, send: gate.Send, result: SendResult) -> tuple[str, RowChange]:
         """What becomes of the row after a send that did not go, and the outcome to count."""
+        tp, channel = send.tp, send.step.channel
+        if result.outcome == "retry" and result.throttled:
+            # "Slow down", and nothing was taken: the client has paused the sender (its
+            # backoff resets once sends go through again), so the row goes when the pause
+            # ends, not after a backoff of its own, and a throttle is not an attempt: a storm
+            # of 429s delays messages, it does not fail them.
+            wait = max(result.retry_after or 0.0, self._pause(send))
+            until = self.rt.clock() + dt.timedelta(seconds=wait)
+            return "retry", WaitForSender(
+                until, f"retry: {result.error_code} {result.error_message}"
+            )
         delay = max(result.retry_after or 0.0, self.retry.delay(tp.attempts - 1))
         if result.outcome == "retry" and (
             channel == "sms"
             and (result.error_code in AMBIGUOUS_CODES or (result.http_status or 0) >= 500)
         ):
-            # The provider may have accepted it: leave it `sending` with a short lease so
-            # the reconciler looks it up before any resend.
-            return result.outcome, KeepInDoubt(lease=delay)
+            # The provider may have accepted it: it stays `sending` and is looked up in
+            # reconcile_delay seconds (seconds, not a lease), and resent only if Twilio does
+            # not have it, after the same backoff as any retry.
+            retry_at = self.rt.clock() + dt.timedelta(seconds=delay)
+            lookup_in = self.rt.config.touchpoints.reconcile_delay
+            return result.outcome, KeepInDoubt(lookup_in=lookup_in, retry_at=retry_at)
         if result.outcome == "retry" and tp.attempts < self.rt.config.touchpoints.max_attempts:
             due_at = self.rt.clock() + dt.timedelta(seconds=delay)
             return result.outcome, RetryAt(
@@ -224,6 +241,12 @@ class Sender:
                 f"gave up after {tp.attempts} attempts: {result.error_code} {result.error_message}"
             )
         return result.outcome, Fail(f"{result.error_code}: {result.error_message}")
+
+    def _pause(self, send: gate.Send) -> float:
+        """Seconds before the provider client sends for this sender again."""
+        if send.step.channel == "sms":
+            return self.rt.twilio.paused_for(send.sender)
+        return self.rt.sendgrid.paused_for()
 
     async def _record_sent(self, send: gate.Send, attempt: Attempt) -> str:
         """Attempt, sent mark, transcript line and the first send's new -> contacted, in one

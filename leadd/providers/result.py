@@ -41,6 +41,9 @@ class SendResult:
     latency: seconds spent on the HTTP call itself (not on client-side rate limiting).
     opted_out: Twilio 21610, the recipient unsubscribed at the carrier/Twilio level; the
         caller must record the opt-out, not just fail the message.
+    throttled: a "retry" because the provider said "slow down" (429, Twilio 20429/21611): it
+        took nothing, and the client has paused the sender (`paused_for`); the caller sends
+        again once that pause is over.
     """
 
     outcome: Outcome
@@ -52,6 +55,7 @@ class SendResult:
     latency: float
     dry_run: bool = False
     opted_out: bool = False
+    throttled: bool = False
 
     @property
     def ok(self) -> bool:

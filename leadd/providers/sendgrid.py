@@ -222,7 +222,9 @@ class SendGridClient:
         if status == 429:
             retry_after = _rate_limit_reset(headers, time.time())
             self._limiter.pause(retry_after if retry_after is not None else DEFAULT_THROTTLE_PAUSE)
-            return SendResult("retry", None, status, code, message, retry_after, latency)
+            return SendResult(
+                "retry", None, status, code, message, retry_after, latency, throttled=True
+            )
         if status >= 500:
             retry_after = parse_retry_after(headers.get("Retry-After"), time.time())
             return SendResult("retry", None, status, code, message, retry_after, latency)

@@ -21,7 +21,7 @@ from typing import Any
 
 import aiohttp
 
-from leadd.backoff import Backoff
+from leadd.backoff import Backoff, ThrottleBackoff
 from leadd.logs import get_logger
 from leadd.providers.result import Gate, SendResult, dry_run_result, parse_retry_after
 from leadd.providers.twilio_wire import (
@@ -44,8 +44,10 @@ DEFAULT_BASE_URL = "https://api.twilio.com"
 # hold every lead's first SMS from this sender, and park the throttled send, for that long.
 MAX_RETRY_AFTER = 60.0
 # Without a Retry-After, a throttled sender pauses for an exponential delay in the number of
-# consecutive throttles it has seen, so a sustained 429 storm does not hammer Twilio.
-_THROTTLE_BACKOFF = Backoff(base=1.0, cap=30.0, jitter=0.2)
+# throttles in a row (ThrottleBackoff), so a sustained 429 storm does not hammer Twilio. The cap
+# is what a storm can still cost once it is over (the last pause runs out before the first
+# send that succeeds): 10 s keeps that short while a throttled sender probes once per 10 s.
+THROTTLE_BACKOFF = Backoff(base=1.0, cap=10.0, jitter=0.2)
 # Reconciliation looks back this far before `since`: Twilio's date_created has one-second
 # resolution and the daemon's clock may drift from Twilio's.
 RECONCILE_SLACK = dt.timedelta(seconds=60)
@@ -83,7 +85,7 @@ class TwilioClient:
         self._mps = messages_per_second
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._limiters: dict[str, RateLimiter] = {}
-        self._throttled: dict[str, int] = {}
+        self._throttles: dict[str, ThrottleBackoff] = {}
 
     @property
     def dry_run(self) -> bool:
@@ -112,6 +114,14 @@ class TwilioClient:
         if lim is None:
             lim = self._limiters[from_] = RateLimiter(self._mps, max_pause=MAX_RETRY_AFTER)
         return lim
+
+    def throttle(self, from_: str) -> ThrottleBackoff:
+        """The throttle backoff of one sender number, created on first use."""
+        return self._throttles.setdefault(from_, ThrottleBackoff(THROTTLE_BACKOFF))
+
+    def paused_for(self, from_: str) -> float:
+        """Seconds before this sender may send again (0.0 when not paused)."""
+        return self.limiter(from_).paused_for()
 
     async def send_sms(
         self,
@@ -146,6 +156,7 @@ class TwilioClient:
             form.append(("StatusCallback", status_callback))
 
         session = self._get_session()
+        sent_in = self.throttle(from_).round
         started = time.monotonic()
         try:
             async with session.post(
@@ -156,7 +167,7 @@ class TwilioClient:
             ) as resp:
                 text = await resp.text(errors="replace")
                 latency = time.monotonic() - started
-                result = self._classify(resp.status, resp.headers, text, latency, from_)
+                result = self._classify(resp.status, resp.headers, text, latency, from_, sent_in)
         except TimeoutError:
             result = _transport_failure("timeout", "request timed out", started)
         except aiohttp.ClientError as exc:
@@ -250,9 +261,10 @@ class TwilioClient:
         text: str,
         latency: float,
         from_: str,
+        sent_in: int,
     ) -> SendResult:
         if 200 <= status < 300:
-            self._throttled.pop(from_, None)
+            self.throttle(from_).accepted()
             data = json_object(text)
             sid = data.get("sid") if data else None
             if not isinstance(sid, str):
@@ -270,11 +282,14 @@ class TwilioClient:
         if code_int in OPT_OUT_CODES:
             return SendResult("failed", None, status, code, message, None, latency, opted_out=True)
         if status == 429 or code_int in THROTTLE_CODES:
-            attempt = self._throttled.get(from_, 0)
-            self._throttled[from_] = attempt + 1
-            pause = retry_after if retry_after is not None else _THROTTLE_BACKOFF.delay(attempt)
-            self.limiter(from_).pause(pause)
-            return SendResult("retry", None, status, code, message, retry_after, latency)
+            pause = retry_after
+            if pause is None:
+                pause = self.throttle(from_).throttled(sent_in, time.monotonic())
+            if pause is not None:
+                self.limiter(from_).pause(pause)
+            return SendResult(
+                "retry", None, status, code, message, retry_after, latency, throttled=True
+            )
         if status >= 500:
             if retry_after is not None:
                 self.limiter(from_).pause(retry_after)
@@ -339,4 +354,4 @@ def _transport_failure(code: str, message: str, started: float) -> SendResult:
     return SendResult("retry", None, None, code, message, None, time.monotonic() - started)
 
 
-__all__ = ["MAX_RETRY_AFTER", "TwilioClient"]
+__all__ = ["MAX_RETRY_AFTER", "THROTTLE_BACKOFF", "TwilioClient"]

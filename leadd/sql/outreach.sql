@@ -51,8 +51,9 @@ JOIN leads l ON l.tenant_id = c.tenant_id AND l.id = c.lead_id
 LEFT JOIN chat_sessions cs ON cs.tenant_id = c.tenant_id AND cs.lead_id = c.lead_id;
 
 -- name: claim_stale_sending
--- Rows left `sending` by a daemon that died mid-send (lease expired). They are re-leased to us
--- for reconciliation, never blindly resent. prev_claimed_at is when the lost attempt began.
+-- Rows left `sending` by a daemon that died mid-send (lease expired), or handed over after an
+-- ambiguous answer (release_in_doubt). They are re-leased to us for reconciliation, never
+-- blindly resent. prev_claimed_at is when the lost attempt began.
 -- reconcile_attempts counts these claims (one lookup each), so a lookup that keeps failing
 -- ends (give_up_unconfirmed) instead of leaving the row `sending` forever. The lease is
 -- compared on the database's clock (see the top of this file). The lead's columns come along
@@ -84,6 +85,18 @@ LEFT JOIN chat_sessions cs ON cs.tenant_id = s.tenant_id AND cs.lead_id = s.lead
 UPDATE touch_points SET lease_until = now() + make_interval(secs => $3)
 WHERE tenant_id = $1 AND claimed_by = $2 AND state = 'sending' AND id = ANY($4::bigint[]);
 
+-- name: release_in_doubt
+-- A send that ended ambiguously (timeout, connection error, 5xx: Twilio may have taken it) is
+-- handed to reconciliation at once rather than after a lease: still `sending`, owned by nobody
+-- (no sender's heartbeat renews it, and the sender can change it no more), its lease ending in
+-- $4 seconds (touchpoints.reconcile_delay: until Twilio's message list can be trusted to show
+-- a message just created), when claim_stale_sending takes it like any expired lease. due_at
+-- ($5) is when it may be resent if the lookup does not find it: the retry backoff it would
+-- have waited as a plain retry. Only while the row is ours ($3) and in flight.
+UPDATE touch_points SET claimed_by = NULL, lease_until = now() + make_interval(secs => $4),
+    due_at = $5, updated_at = now()
+WHERE tenant_id = $1 AND id = $2 AND state = 'sending' AND claimed_by = $3;
+
 -- ======================================================================= changing a claimed row
 
 -- Every state change of a claimed row below is conditional on the row being in flight and
@@ -98,7 +111,8 @@ WHERE tenant_id = $1 AND id = $2 AND state = 'sending' AND claimed_by = $5;
 
 -- name: defer_touchpoint
 -- Back to `scheduled` without counting the claim as an attempt: waiting for quiet hours, a
--- frequency cap or opening hours (or a graceful shutdown) is not a failed send.
+-- frequency cap or opening hours (or a graceful shutdown), or for a provider that said "slow
+-- down" and took nothing (a throttle), is not a failed send.
 UPDATE touch_points SET state = 'scheduled', due_at = $3, last_error = $4, claimed_by = NULL,
     lease_until = NULL, attempts = GREATEST(attempts - 1, 0), updated_at = now()
 WHERE tenant_id = $1 AND id = $2 AND state = 'sending' AND claimed_by = $5;

@@ -28,6 +28,7 @@ from leadd.store.outreach_models import (
     RowChange,
     SentRecord,
     TouchPoint,
+    WaitForSender,
 )
 
 
@@ -204,12 +205,16 @@ class OutreachStore(StoreCore):
 
 async def _change_row(tx: Tx, touch_point_id: int, owner: str, change: RowChange) -> bool:
     match change:
-        case KeepInDoubt(lease=lease):
-            status = await tx.execute("extend_leases", owner, lease, [touch_point_id])
+        case KeepInDoubt(lookup_in=lookup_in, retry_at=retry_at):
+            status = await tx.execute(
+                "release_in_doubt", touch_point_id, owner, lookup_in, retry_at
+            )
         case RetryAt(due_at=due_at, reason=reason):
             status = await tx.execute(
                 "reschedule_touchpoint", touch_point_id, due_at, reason, owner
             )
+        case WaitForSender(until=until, reason=reason):
+            status = await tx.execute("defer_touchpoint", touch_point_id, until, reason, owner)
         case Fail(reason=reason):
             status = await tx.execute("finish_touchpoint", touch_point_id, "failed", reason, owner)
         case _:

@@ -3,7 +3,7 @@
 Out: a claimed `TouchPoint` (with the lead's columns the gate and the templates read), the
 gate's facts (`GateResult`), what recording a send changed (`SentRecord`), the gauges
 (`DueCounts`). In: one provider answer (`Attempt`), what becomes of a row after a failed
-attempt (`KeepInDoubt`, `RetryAt`, `Fail`) and what the provider said about the address
+attempt (`KeepInDoubt`, `RetryAt`, `WaitForSender`, `Fail`) and what the provider said about the address
 (`AddressOutcome`). The ops models are in store/models.py.
 """
 
@@ -117,10 +117,13 @@ class Attempt:
 
 @dataclass(frozen=True)
 class KeepInDoubt:
-    """The provider may have taken it: stay `sending`, leased for `lease` seconds, so that
-    reconciliation looks it up before any resend."""
+    """The provider may have taken it: stay `sending`, handed over to reconciliation (owned by
+    nobody, so no heartbeat of the sender renews it) with a lease that ends in `lookup_in`
+    seconds, when the message list can be trusted to show it. If the lookup does not find it,
+    it is resent at `retry_at` (the retry backoff), not before."""
 
-    lease: float
+    lookup_in: float
+    retry_at: dt.datetime
 
 
 @dataclass(frozen=True)
@@ -132,13 +135,22 @@ class RetryAt:
 
 
 @dataclass(frozen=True)
+class WaitForSender:
+    """The provider said "slow down" and took nothing: back to `scheduled`, due at `until`
+    (when the client's pause for the sender ends), `reason` on the row; not an attempt."""
+
+    until: dt.datetime
+    reason: str
+
+
+@dataclass(frozen=True)
 class Fail:
     """`failed` for good, `reason` on the row."""
 
     reason: str
 
 
-RowChange = KeepInDoubt | RetryAt | Fail
+RowChange = KeepInDoubt | RetryAt | WaitForSender | Fail
 
 
 @dataclass(frozen=True)

@@ -113,6 +113,7 @@ def outreach_config(
     **overrides: Any,
 ) -> Config:
     tp = {"interval": "30s", "retry_base": "100ms", "retry_cap": "1s", "lease": "30s"}
+    tp["reconcile_delay"] = "100ms"  # a send in doubt is looked up at once (production: 5 s)
     tp.update(touchpoints or {})
     return make_config(
         database_url,

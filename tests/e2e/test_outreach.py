@@ -320,7 +320,7 @@ async def test_a_stalled_first_acknowledgement_waits_for_the_window(
 
         async def retry_scheduled() -> bool:
             [tp] = await touch_points(database_url, lead_id)
-            return tp["state"] == "scheduled" and tp["attempts"] == 1
+            return tp["state"] == "scheduled" and (tp["last_error"] or "").startswith("retry")
 
         await wait_for(retry_scheduled)
         [tp] = await touch_points(database_url, lead_id)

@@ -31,6 +31,9 @@ from tests.fakes.twilio import FakeTwilio
 from tests.helpers import base_url, running_daemon, wait_for
 
 ACK_BODY = "Hi Jamie, thanks from Acme Auto Care Downtown!"
+# The daemon itself neither reconciles (interval, lookup delay) while the test plays two
+# reconcilers by hand.
+MANUAL_RECONCILERS = {"interval": "1h", "retry_base": "50ms", "reconcile_delay": "1h"}
 
 
 def sample(name: str, **labels: str) -> float:
@@ -128,9 +131,7 @@ async def test_overlapping_reconcilers_record_a_found_message_once(
     """Twilio has the message. The reconciler whose lease expired finds it too, but records
     nothing: one `reconciled` attempt, one transcript line, one new -> contacted."""
     twilio.fail_next(1, status=503, code=None)
-    cfg = outreach_config(
-        database_url, twilio, touchpoints={"interval": "1h", "retry_base": "50ms"}
-    )
+    cfg = outreach_config(database_url, twilio, touchpoints=MANUAL_RECONCILERS)
     async with running_daemon(cfg) as daemon:
         stale, current = await _in_doubt(database_url, twilio, http, daemon)
         message = twilio.add_message(to=PHONE, from_=SMS_FROM, body=ACK_BODY)
@@ -160,9 +161,7 @@ async def test_a_reconciler_that_lost_its_lease_cannot_resend_a_message(
     reschedules too. Without the owner check that puts the sent row back to `scheduled`
     and the customer gets the message twice."""
     twilio.fail_next(1, status=503, code=None)
-    cfg = outreach_config(
-        database_url, twilio, touchpoints={"interval": "1h", "retry_base": "50ms"}
-    )
+    cfg = outreach_config(database_url, twilio, touchpoints=MANUAL_RECONCILERS)
     async with running_daemon(cfg) as daemon:
         stale, current = await _in_doubt(database_url, twilio, http, daemon)
         looked, resume = asyncio.Event(), asyncio.Event()

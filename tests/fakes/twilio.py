@@ -12,7 +12,9 @@ the real client code runs unchanged. Knobs make it fail the way Twilio does: can
 (`fail_next`), opted-out and invalid recipients, a response delay, a barrier (`hold_create`)
 that holds the answer to a created message until the test sets it, and failure storms
 (`storm(...)` until `calm()`): 429s with or without Retry-After, JSON 500s, a proxy's HTML 503,
-and the ambiguous "accepted, then answered 500" that reconciliation must resolve.
+and the ambiguous "accepted, then answered 500" that reconciliation must resolve (also one at a
+time: `fail_next(accept=True)`, and `hang_next` for a timeout that created nothing).
+`wait_messages(n)` waits for messages to arrive.
 `counts_by_recipient()` tells how many messages each phone received.
 """
 
@@ -53,6 +55,8 @@ class _Canned:
     body: str
     content_type: str
     headers: Mapping[str, str]
+    accept: bool = False  # record the message first: Twilio took it, the answer says not
+    hang: bool = False  # record nothing and never answer (until the server stops)
 
 
 def _error_body(status: int, code: int, message: str) -> dict[str, Any]:
@@ -98,6 +102,7 @@ class FakeTwilio(FakeServer):
         self._storm_retry_after: float | None = None
         # How many answers storms gave, by kind ("POST 429", "GET 500", ...).
         self.storm_answers: Counter[str] = Counter()
+        self._arrived = asyncio.Event()  # pulsed by every new message (wait_messages)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -116,10 +121,13 @@ class FakeTwilio(FakeServer):
         code: int | None = 20429,
         retry_after: float | None = None,
         message: str | None = None,
+        accept: bool = False,
     ) -> None:
         """Answer the next `n` create requests with a Twilio error (after auth succeeds).
 
         `code=None` answers with an HTML page instead, like a proxy in front of Twilio.
+        `accept`: the message is created all the same (Twilio took it, then its answer failed):
+        the ambiguous case only reconciliation can resolve.
         """
         text = message or ("Too Many Requests" if status == 429 else f"Simulated HTTP {status}")
         headers = {"Retry-After": f"{retry_after:g}"} if retry_after is not None else {}
@@ -127,7 +135,20 @@ class FakeTwilio(FakeServer):
             body, content_type = f"<html><body>{text}</body></html>", "text/html"
         else:
             body, content_type = json.dumps(_error_body(status, code, text)), "application/json"
-        self.respond_next(n, status=status, body=body, content_type=content_type, headers=headers)
+        canned = _Canned(status, body, content_type, dict(headers), accept=accept)
+        self._canned["POST"].extend([canned] * n)
+
+    def hang_next(self, n: int = 1) -> None:
+        """Leave the next `n` create requests unanswered, creating nothing: the client times
+        out not knowing whether Twilio took the message (here it did not)."""
+        self._canned["POST"].extend([_Canned(0, "", "", {}, hang=True)] * n)
+
+    async def wait_messages(self, n: int) -> list[dict[str, Any]]:
+        """Until Twilio holds at least `n` messages (created or seeded); returns them."""
+        while len(self.messages) < n:
+            self._arrived.clear()
+            await self._arrived.wait()
+        return self.messages
 
     def respond_next(
         self,
@@ -209,6 +230,7 @@ class FakeTwilio(FakeServer):
             "queued": queued,
         }
         self.messages.append(record)
+        self._arrived.set()
         return record
 
     # -- handlers -------------------------------------------------------------------------
@@ -221,6 +243,13 @@ class FakeTwilio(FakeServer):
         form = await request.post()
         to, from_, body = form.get("To"), form.get("From"), form.get("Body")
         if self._canned["POST"]:
+            canned = self._canned["POST"][0]
+            if canned.hang:
+                self._canned["POST"].popleft()
+                await self._wait_for(asyncio.Event())  # until the server stops
+                return _error(503, 20503, "Service stopped")
+            if canned.accept and isinstance(to, str) and isinstance(from_, str):
+                self.add_message(to=to, from_=from_, body=str(body))["received_at"] = received_at
             return await self._answer_canned("POST")
         storm = self._storm.get("POST")
         if storm is not None:

@@ -55,6 +55,7 @@ def chicago(day: int, hour: int, minute: int = 0, second: int = 0) -> dt.datetim
 
 def config(database_url: str, twilio: FakeTwilio, **overrides: Any) -> Config:
     tp = {"retry_base": "100ms", "retry_cap": "1s", "lease": "30s", "max_attempts": 3}
+    tp["reconcile_delay"] = "100ms"  # production: 5 s
     return make_config(
         database_url,
         **provider_sections(twilio),

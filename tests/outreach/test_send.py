@@ -174,8 +174,9 @@ async def test_an_undeliverable_number_is_said_on_the_lead_and_not_opted_out(
 async def test_a_throttled_send_is_retried_on_the_runtime_clock(
     rt: Runtime, clock: PinnedClock, conn: asyncpg.Connection, twilio: FakeTwilio
 ) -> None:
-    """A 429 puts the row back `scheduled` one backoff after the clock's now (retry_base
-    100 ms): not due a moment before, sent once the clock reaches it."""
+    """A 429 puts the row back `scheduled` for when the sender's pause ends (Retry-After
+    10 ms) after the clock's now, and is no attempt: not due a moment before, sent once the
+    clock reaches it, on its first attempt."""
     twilio.fail_next(1, status=429, code=20429, retry_after=0.01)
     lead = await add_lead(conn, rt.config, created_at=chicago(7, 9, 59))
     ack = await add_touch_point(conn, rt.config, lead, step=0, due_at=chicago(7, 10))
@@ -188,7 +189,7 @@ async def test_a_throttled_send_is_retried_on_the_runtime_clock(
     assert await touchpoints.run_once(rt) == {}
     clock.now = retry["due_at"]
     assert await touchpoints.run_once(rt) == {"sent": 1}
-    assert (await row(conn, ack))["attempts"] == 2 and len(twilio.messages) == 1
+    assert (await row(conn, ack))["attempts"] == 1 and len(twilio.messages) == 1
 
 
 async def test_a_send_whose_lease_was_taken_over_changes_nothing(

@@ -112,21 +112,43 @@ async def test_a_failed_attempt_changes_only_our_row_but_the_address_outcome_alw
     assert tuple(saved) == ("failed", "21610", 12.5)
 
 
-async def test_a_send_in_doubt_stays_sending_under_a_fresh_lease(
+async def test_a_send_in_doubt_is_handed_to_reconciliation_after_the_lookup_delay(
     rt: Runtime, clock: PinnedClock, conn: asyncpg.Connection
 ) -> None:
+    """An ambiguous answer: the row stays `sending`, owned by nobody (the sender's heartbeat
+    cannot renew it), with a lease as long as the lookup delay and the resend time as due_at.
+    Until the delay runs out nobody can claim it for reconciliation; then anyone can, once."""
     lead = await add_lead(conn, rt.config, created_at=chicago(7, 8))
     ack = await add_touch_point(conn, rt.config, lead, step=0, due_at=clock.now)
-    [tp] = await rt.store.claim_touchpoints(owner=OWNER, limit=5, lease=1, now=clock.now)
+    [tp] = await rt.store.claim_touchpoints(owner=OWNER, limit=5, lease=600, now=clock.now)
     attempt = Attempt(channel="sms", provider="twilio", outcome="retry", http_status=503)
+    retry_at = clock.now + dt.timedelta(seconds=30)
     assert await rt.store.record_failed_attempt(
         touch_point_id=tp.id, lead_id=lead, owner=OWNER, attempt=attempt,
-        change=KeepInDoubt(lease=600),
+        change=KeepInDoubt(lookup_in=600, retry_at=retry_at),
     )  # fmt: skip
     in_doubt = await row(conn, ack)
-    assert in_doubt["state"] == "sending" and in_doubt["claimed_by"] == OWNER
+    assert (in_doubt["state"], in_doubt["claimed_by"], in_doubt["due_at"]) == (
+        "sending",
+        None,
+        retry_at,
+    )
     remaining = await conn.fetchval(
         "SELECT lease_until - now() FROM touch_points WHERE id = $1", ack
     )
     assert remaining > dt.timedelta(minutes=9)
     assert await rt.store.claim_stale_sending(owner="someone", limit=5, lease=30) == []
+    # Ours no more: the sender's heartbeat and its changes leave it alone.
+    assert await rt.store.extend_leases(owner=OWNER, lease=600, ids=[ack]) == 0
+    assert not await rt.store.reschedule(
+        touch_point_id=ack, owner=OWNER, due_at=clock.now, reason="x"
+    )
+
+    await conn.execute(  # the lookup delay runs out (leases are on the database's clock)
+        "UPDATE touch_points SET lease_until = now() - interval '1 millisecond' WHERE id = $1",
+        ack,
+    )
+    [stale] = await rt.store.claim_stale_sending(owner="someone", limit=5, lease=30)
+    assert (stale.id, stale.claimed_by, stale.reconcile_attempts) == (ack, "someone", 1)
+    assert stale.prev_claimed_at == tp.claimed_at  # when the ambiguous attempt began
+    assert await rt.store.claim_stale_sending(owner="other", limit=5, lease=30) == []
