@@ -6,6 +6,10 @@ from __future__ import annotations
 import asyncio
 
 from leadd.backoff import Backoff
+from leadd.errors import describe_error
+from leadd.logs import get_logger
+
+log = get_logger(__name__)
 
 # A cycle that found the database unavailable waits this long (by consecutive failures)
 # before the next try; a wake-up or shutdown still ends the wait at once.
@@ -23,3 +27,13 @@ async def idle(shutdown: asyncio.Event, wake: asyncio.Event | None, timeout: flo
     finally:
         for w in waits:
             w.cancel()
+
+
+async def wait_out_database(
+    loop: str, exc: BaseException, shutdown: asyncio.Event, failures: int
+) -> int:
+    """A cycle found the database down for everyone: log it, wait (backoff by consecutive
+    `failures`, or until shutdown) and return the new count. The loop goes on; no crash."""
+    log.warning(f"{loop}.database_unavailable", error=describe_error(exc))
+    await idle(shutdown, None, DB_RETRY.delay(failures))
+    return failures + 1

@@ -16,10 +16,9 @@ from collections.abc import Callable
 
 from leadd import metrics
 from leadd.config import Config
-from leadd.errors import describe_error
 from leadd.intake import enrichment
 from leadd.logs import get_logger
-from leadd.loops import DB_RETRY, idle
+from leadd.loops import idle, wait_out_database
 from leadd.runtime import Runtime
 from leadd.store import DB_ERRORS
 
@@ -57,10 +56,7 @@ async def run(
             await run_once(rt, shutdown=shutdown, wake_event=wake_event, beat=beat)
             failures = 0
         except DB_ERRORS as exc:
-            # The database is down for everyone: wait and try again, never crash the task.
-            log.warning("enrichment.database_unavailable", error=describe_error(exc))
-            await idle(shutdown, None, DB_RETRY.delay(failures))
-            failures += 1
+            failures = await wait_out_database("enrichment", exc, shutdown, failures)
             continue
         beat()
         metrics.LOOP_LAST_RUN.labels("enrichment").set(time.time())

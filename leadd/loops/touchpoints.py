@@ -23,7 +23,7 @@ from contextlib import suppress
 from leadd import metrics, sequences
 from leadd.errors import describe_error
 from leadd.logs import get_logger
-from leadd.loops import DB_RETRY, idle
+from leadd.loops import idle, wait_out_database
 from leadd.outreach import reconcile
 from leadd.outreach.send import Sender
 from leadd.runtime import Runtime
@@ -63,10 +63,7 @@ async def run(
             )
             failures = 0
         except DB_ERRORS as exc:
-            # The database is down for everyone: wait and try again, never crash the task.
-            log.warning("touchpoints.database_unavailable", error=describe_error(exc))
-            await idle(shutdown, None, DB_RETRY.delay(failures))
-            failures += 1
+            failures = await wait_out_database("touchpoints", exc, shutdown, failures)
             continue
         if full:
             next_full = time.monotonic() + interval

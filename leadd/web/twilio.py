@@ -16,6 +16,7 @@ from leadd import metrics
 from leadd.conversations import inbound
 from leadd.logs import get_logger
 from leadd.providers import twilio_signature as tw
+from leadd.runtime import Runtime
 from leadd.store import DB_ERRORS
 from leadd.web import CONFIG, json_error, runtime_of, store_failed
 
@@ -44,12 +45,10 @@ def twiml(message: str | None = None) -> web.Response:
 
 
 async def twilio_sms(request: web.Request) -> web.StreamResponse:
-    form = await _verified_twilio_form(request)
-    if form is None:
-        return json_error(403, "invalid Twilio signature")
-    rt = runtime_of(request)
-    if rt is None:
-        return json_error(503, "database not ready; retry later")
+    checked = await _signed(request)
+    if isinstance(checked, web.Response):
+        return checked
+    form, rt = checked
     phone = _field(form, "From", MAX_ADDRESS)
     sid = _field(form, "MessageSid", 64, TWILIO_SID)
     body = _field(form, "Body", MAX_SMS_BODY, required=False)
@@ -61,12 +60,10 @@ async def twilio_sms(request: web.Request) -> web.StreamResponse:
 
 
 async def twilio_status(request: web.Request) -> web.StreamResponse:
-    form = await _verified_twilio_form(request)
-    if form is None:
-        return json_error(403, "invalid Twilio signature")
-    rt = runtime_of(request)
-    if rt is None:
-        return json_error(503, "database not ready; retry later")
+    checked = await _signed(request)
+    if isinstance(checked, web.Response):
+        return checked
+    form, rt = checked
     sid = form.get("MessageSid") or form.get("SmsSid") or ""
     status = form.get("MessageStatus") or form.get("SmsStatus") or ""
     if not TWILIO_SID.fullmatch(sid) or status not in inbound.STATUS_RANK:
@@ -82,6 +79,18 @@ async def twilio_status(request: web.Request) -> web.StreamResponse:
     except DB_ERRORS as exc:
         return store_failed("twilio", exc)
     return web.Response(status=204)
+
+
+async def _signed(request: web.Request) -> tuple[MultiDictProxy[str], Runtime] | web.Response:
+    """The form of a callback Twilio signed and the runtime to handle it, or the answer:
+    403 for a bad signature, 503 while the database is not ready."""
+    form = await _verified_twilio_form(request)
+    if form is None:
+        return json_error(403, "invalid Twilio signature")
+    rt = runtime_of(request)
+    if rt is None:
+        return json_error(503, "database not ready; retry later")
+    return form, rt
 
 
 async def _twilio_form(request: web.Request) -> MultiDictProxy[str]:
