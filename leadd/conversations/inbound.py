@@ -47,7 +47,7 @@ class SmsOutcome:
 
 async def receive_sms(rt: Runtime, *, phone: str, sid: str, body: str) -> SmsOutcome:
     """A customer's SMS: STOP opts the phone out (and cancels what has not passed the gate),
-    START opts it back in, HELP is answered; any other text, and "Yes" (an opt-in keyword and
+    START opts it back in, HELP is answered (once: not a redelivery); any other text, and "Yes" (an opt-in keyword and
     the usual answer to "want us to book it?"), is a reply: the lead is engaged and its
     automated follow-ups stop (a queued staff message still goes)."""
     keyword = consent.classify_keyword(body)
@@ -61,7 +61,9 @@ async def receive_sms(rt: Runtime, *, phone: str, sid: str, body: str) -> SmsOut
     )
     lead = str(stored.lead_id) if stored.lead_id else None
     log.info("sms.inbound", phone=phone, keyword=keyword, lead_id=lead, new=stored.stored)
-    return SmsOutcome(keyword, stored.lead_id, help_text(rt.config) if keyword == "help" else None)
+    # A redelivery (Twilio retried) was answered the first time: HELP is not answered twice.
+    answer = help_text(rt.config) if keyword == "help" and stored.stored else None
+    return SmsOutcome(keyword, stored.lead_id, answer)
 
 
 def help_text(cfg: Config) -> str:
