@@ -331,7 +331,13 @@ async def test_a_reply_while_a_follow_up_waits_stops_it(
     talking now, so the follow-up must not go out after the reply was stored."""
     hold = LimiterHold(monkeypatch)
     cfg = outreach_config(
-        database_url, twilio, sequences=ACK_AND_LATER, touchpoints={"interval": "1h"}
+        database_url,
+        twilio,
+        sequences=ACK_AND_LATER,
+        touchpoints={"interval": "1h"},
+        # Sending allowed around the clock: on the wall clock, after 20:00 in Chicago the
+        # follow-up is deferred for quiet hours and never reaches the rate limiter.
+        compliance={"quiet_hours": "00:00-24:00"},
     )
     async with running_daemon(cfg) as daemon:
         lead_id, running = await _follow_up_waiting(database_url, http, daemon, twilio, hold)
