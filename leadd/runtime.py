@@ -32,7 +32,8 @@ def _no_wake() -> None:
 class Wakeup:
     """A lane's wake-up (enrichment or send): this daemon's loop at once (`local`), and every
     other daemon on the database through `notify` (a NOTIFY), coalesced: one NOTIFY per
-    `window` seconds however many leads arrive, so a burst of 2,000 webhooks costs a handful.
+    `window` seconds however many leads arrive, so a burst of 2,000 webhooks costs a few
+    dozen (a NOTIFY serialises commits; the other daemons hear within the window).
     A failed NOTIFY is forgotten: the other daemons' intervals still find the work."""
 
     def __init__(
@@ -40,7 +41,7 @@ class Wakeup:
         lane: str,
         local: Callable[[], None],
         notify: Callable[[str], Awaitable[None]] | None = None,
-        window: float = 0.005,
+        window: float = 0.05,
     ) -> None:
         self.lane, self.local, self.notify, self.window = lane, local, notify, window
         self.sent = 0  # NOTIFYs sent (tests, metrics of coalescing)

@@ -160,7 +160,7 @@ async def save(
     """Store what one attempt learned (`data`: only what it learned; the rest stays as known)
     with the decisions that must commit with it: the demo filter and the dedupe of people.
     Returns the lead as it now stands (None: the demo filter lost it), and wakes the send
-    lane: a save is what releases touch points."""
+    lane when the save released a touch point that is due."""
     cfg = rt.config
     # 'pending' leads hold their touch points back; after a failed first try let them go with
     # what is known unless Shopmonkey is merely unreachable (then the phone may still come),
@@ -200,16 +200,21 @@ async def save(
         await rt.store.demo_filter(job.id, enrichment=enrichment, chat=chat)
         log.info("lead.demo_filtered", lead_id=str(job.id))
         return None
-    attached_to = await rt.store.save_enrichment(
+    saved = await rt.store.save_enrichment(
         job.id,
         enrichment=enrichment,
         chat=chat,
-        dedupe=bool(phone or email) and job.attached_to is None,
+        # Decided when the contact is first known; the details stage does not ask again.
+        dedupe=bool(phone or email)
+        and job.attached_to is None
+        and job.enrichment_status != "contact",
         dedupe_window=cfg.leads.dedupe_window,
+        now=rt.clock(),
     )
+    attached_to = saved.attached_to
     if attached_to is not None:
         log.info("lead.attached", lead_id=str(job.id), attached_to=str(attached_to))
-    if status != "pending":
+    if status != "pending" and saved.due:
         rt.wake()
     return dataclasses.replace(
         job,

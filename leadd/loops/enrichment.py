@@ -30,11 +30,12 @@ MAX_IN_FLIGHT = 64
 
 
 def concurrency(cfg: Config) -> int:
-    """Stages in flight: enough to keep the Shopmonkey budget busy, and few enough that every
+    """Stages in flight: enough to keep the Shopmonkey budget busy; few enough that every
     claimed stage (at most two calls) gets its calls within its lease, so another claim
-    never takes a lead that is still being worked on."""
+    never takes a lead that is still being worked on; and at most half the pool, so the send
+    loop and intake always find a connection."""
     fits_lease = int(cfg.shopmonkey.requests_per_second * enrichment.LEASE_SECONDS / 3)
-    return max(2, min(MAX_IN_FLIGHT, fits_lease))
+    return max(2, min(MAX_IN_FLIGHT, fits_lease, cfg.database.pool_max // 2))
 
 
 def _no_beat() -> None:

@@ -187,7 +187,12 @@ WITH chat AS (
            jsonb_build_object('attached_to', other.id::text)
     FROM saved, other
 )
-SELECT (SELECT id FROM other) AS attached_to;
+-- `due`: a touch point of this lead is due by $16 (the runtime clock's now): the send loop
+-- has work (only then is it woken; a lead whose steps are all later costs it nothing).
+SELECT (SELECT id FROM other) AS attached_to,
+       EXISTS (SELECT 1 FROM touch_points
+               WHERE tenant_id = $1 AND lead_id = $2 AND state = 'scheduled'
+                 AND due_at <= $16::timestamptz) AS due;
 
 -- name: record_enrichment_failure
 -- One failed enrichment attempt of one lead, recorded on it (never values: $7 is the reason

@@ -26,6 +26,7 @@ from leadd.store.intake_models import (
     EnrichmentJob,
     NewLead,
     OrderUpdate,
+    SavedEnrichment,
 )
 
 log = get_logger(__name__)
@@ -267,19 +268,24 @@ class IntakeStore(StoreCore):
         chat: ChatLink,
         dedupe: bool,
         dedupe_window: float,
-    ) -> uuid.UUID | None:
+        now: dt.datetime,
+    ) -> SavedEnrichment:
         """Store what enrichment learned, the lead's chat session (once) and, with `dedupe`,
         attach the lead to an older open lead of the same phone or e-mail created within
         `dedupe_window` seconds (its scheduled touch points cancelled). Returns the lead it
-        was attached to now, if any (sql: save_enrichment says why in one statement)."""
+        was attached to now, if any, and whether a touch point of it is due at `now` (sql:
+        save_enrichment says why in one statement)."""
         row = await self._fetchrow(
             "save_enrichment",
             lead_id,
             *_save_args(enrichment, chat.token_hash, dedupe_window),
             dedupe,
             chat.expires_at,
+            now,
         )
-        return None if row is None else row["attached_to"]
+        if row is None:
+            return SavedEnrichment(None, False)
+        return SavedEnrichment(row["attached_to"], row["due"])
 
     async def demo_filter(
         self, lead_id: uuid.UUID, *, enrichment: Enrichment, chat: ChatLink
@@ -294,6 +300,7 @@ class IntakeStore(StoreCore):
                 *_save_args(enrichment, chat.token_hash, 0.0),
                 False,
                 chat.expires_at,
+                chat.expires_at,  # `due` is not asked for: the lead is lost
             )
             return await advance_in(tx, lead_id, target="lost", cause=DEMO_FILTERED)
 

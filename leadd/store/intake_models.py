@@ -93,6 +93,12 @@ class Enrichment:
 
 
 @dataclass(frozen=True)
+class SavedEnrichment:
+    attached_to: uuid.UUID | None  # the older lead of the same person it was attached to now
+    due: bool  # a touch point of the lead is due now: the send loop has work
+
+
+@dataclass(frozen=True)
 class EnrichmentFailure:
     """A lead's enrichment state after a recorded failure."""
 

@@ -18,3 +18,5 @@ async def test_postgres_down_under_webhook_load_answers_503_and_the_poller_fills
     numbers = await postgres_outage(chaos, outage=6.0)
     print(numbers)
     assert numbers["webhooks_503_while_down"] > 0 and numbers["orders_caught_by_poller"] > 0
+    # The loops wait the outage out with backoff; none crashes into a supervisor restart.
+    assert numbers["task_restarts"] == 0, numbers["task_restarts"]
