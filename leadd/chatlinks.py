@@ -1,5 +1,7 @@
 """Chat link tokens: derived, never stored. Used by outreach and enrichment (composing and
-creating links) and by the chat page (looking them up); the key file is read once at start-up.
+creating links) and by the chat page (looking them up). A rule: no I/O; the secret is the
+config's, which the daemon completes at start-up from a key file when none is configured
+(config/chat_key.py).
 
 token = base64url(HMAC-SHA256(chat.secret, context | tenant id | lead id)): 256 bits that
 nobody can guess without the secret (a random 32-byte key). The database keeps only
@@ -12,21 +14,16 @@ link out (logged) instead of sending a dead one.
 from __future__ import annotations
 
 import base64
-import dataclasses
 import hashlib
 import hmac
-import os
 import re
-import secrets
 import uuid
-from pathlib import Path
 
 from leadd.config import Config
 from leadd.logs import get_logger
 
 log = get_logger(__name__)
 
-KEY_FILE = "chat-link.key"
 _CONTEXT = b"leadd chat link v1\x00"
 # What a token looks like (today's are 43 characters; sessions made before hashing had 32).
 TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_-]{16,128}")
@@ -62,33 +59,3 @@ def link_token(config: Config, lead_id: uuid.UUID, stored_hash: bytes | None) ->
         )
         return None
     return token
-
-
-def with_secret(config: Config) -> Config:
-    """`config` with chat.secret set: as configured, else the key in {state_dir}/chat-link.key,
-    created (mode 0600) on first use."""
-    if config.chat.secret:
-        return config
-    secret = _read_or_create(config.state_dir / KEY_FILE)
-    return dataclasses.replace(config, chat=dataclasses.replace(config.chat, secret=secret))
-
-
-def _read_or_create(path: Path) -> str:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not path.exists():
-        # Written aside, then linked into place: os.link fails if the file exists, so of two
-        # daemons starting together one key wins and neither reads a half-written file.
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_urlsafe(32) + "\n")
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            pass
-        finally:
-            tmp.unlink()
-    secret = path.read_text(encoding="ascii").strip()
-    if len(secret) < 32:
-        raise ValueError(f"{path}: chat link key is shorter than 32 characters; delete it")
-    return secret

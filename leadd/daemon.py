@@ -29,6 +29,7 @@ from leadd import metrics
 from leadd.backoff import Backoff
 from leadd.config import Config
 from leadd.config import warnings as config_warnings
+from leadd.config.chat_key import with_secret
 from leadd.embedded import EmbeddedPostgres
 from leadd.errors import describe_error
 from leadd.logs import get_logger
@@ -48,8 +49,6 @@ class Daemon:
     def __init__(
         self, config: Config, *, env: dict[str, str] | None = None, clock: Clock = utcnow
     ) -> None:
-        from leadd.chatlinks import with_secret
-
         self.config = with_secret(config)  # chat links need chat.secret (or the key file)
         self.clock = clock  # the runtime's clock: due-ness, quiet hours, caps (tests pin it)
         self.instance_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"

@@ -356,11 +356,11 @@ def observe_provider(provider: str, result: SendOutcome) -> None:
         PROVIDER_AUTH_FAILED.labels(provider).set(0)
 
 
-def count_sms_status(status: str, changed: str) -> None:
-    """A Twilio status callback; `changed` is the status upsert's command tag, "INSERT 0 1"
-    only when the stored status advanced (a repeated or out-of-order callback counts nothing)."""
+def count_sms_status(status: str, advanced: bool) -> None:
+    """A Twilio status callback; `advanced`: the stored status moved forward (a repeated or
+    out-of-order callback counts nothing)."""
     outcome = _TWILIO_FINAL.get(status)
-    if outcome is not None and changed.endswith(" 1"):
+    if outcome is not None and advanced:
         MESSAGES.labels("sms", outcome).inc()
 
 

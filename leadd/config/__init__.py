@@ -8,6 +8,7 @@ build.py    sections beyond the field table, and the checks spanning sections
 demo.py     the built-in default sequence and demo configuration
 loader.py   load a file, the demo, or find which file to load
 checks.py   settings that load but probably will not work (warnings)
+chat_key.py the chat link secret's key file when none is configured (daemon start-up)
 """
 
 from leadd.config.build import build

@@ -143,7 +143,7 @@ class ChatConfig:
     base_url: str = http_url("")  # chat links are {base_url}/{token}; default {public_url}/c
     link_ttl: float = duration(30 * 86400.0)
     # Chat link tokens are derived from it (leadd/chatlinks.py). Empty: a random key
-    # kept in {state_dir}/chat-link.key; daemons on different hosts must share one.
+    # kept in {state_dir}/chat-link.key (chat_key.py); daemons on different hosts must share one.
     secret: str = setting("", convert.secret_key, "a random string of at least 32 characters")
 
 

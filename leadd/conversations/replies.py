@@ -1,6 +1,7 @@
 """Messages: posting from the chat page (what a customer's message does is one store step,
-shared with SMS replies: leadd.conversations.inbound), and a staff reply (to the open page, else by SMS: the ops
-staff-message path, a `kind='staff'` touch point sent by the send loop through the gate)."""
+shared with SMS replies: leadd.conversations.inbound), and a staff reply (to the open page,
+else by SMS: the ops staff-message path, a `kind='staff'` touch point sent by the send loop
+through the gate)."""
 
 from __future__ import annotations
 

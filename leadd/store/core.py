@@ -4,7 +4,7 @@ base every store part builds on (tenant bound once, named queries timed per name
 Runtime queries live in `sql/*.sql` (not numbered) under `-- name: <name>` headers, loaded once.
 Schema files `sql/NNNN_name.sql` are applied in order, in one transaction under an advisory
 lock, and recorded in `schema_migrations`, so two daemons starting together cannot race and a
-re-run is a no-op. Every query is scoped to the tenant this Database was opened for.
+re-run is a no-op. Every query is scoped to the tenant the store was opened for.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ _NAME = re.compile(r"^--\s*name:\s*(\w+)\s*$", re.MULTILINE)
 _MIGRATION = re.compile(r"^(\d{4})_(\w+)\.sql$")
 
 
-# What a handler holds inside `Database.transaction()`: a pooled connection or a plain one.
+# What a unit of work (`Tx`) runs on: a pooled connection or a plain one.
 Conn = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 
 
@@ -206,11 +206,6 @@ class StoreCore:
         await self.pool.close()
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Conn]:
-        async with self.pool.acquire() as conn, conn.transaction():
-            yield conn
-
-    @asynccontextmanager
     async def _tx(self, *, readonly: bool = False) -> AsyncIterator[Tx]:
         """A unit of work. Read-only ones see one snapshot (repeatable read)."""
         isolation: Literal["repeatable_read", "read_committed"] = (
@@ -252,7 +247,7 @@ class StoreCore:
     async def sync_config(self, cfg: Config) -> None:
         """Upsert tenant, locations, hours and catalog from the YAML (the source of truth)."""
         t = self.tenant_id
-        async with self.transaction() as conn:
+        async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(Q["upsert_tenant"], t, cfg.tenant.name)
             ids = [loc.id for loc in cfg.locations]
             await conn.execute(Q["deactivate_missing_locations"], t, ids)
@@ -293,25 +288,6 @@ class StoreCore:
                 self.tenant_id,
             )
             return value
-
-    async def fetch(self, name: str, *args: Any) -> list[asyncpg.Record]:
-        """Run a named read query with the tenant id as $1."""
-        with metrics.STORE_DURATION.labels(name).time():
-            async with self.pool.acquire() as conn:
-                rows: list[asyncpg.Record] = await conn.fetch(Q[name], self.tenant_id, *args)
-                return rows
-
-    async def fetchrow(self, name: str, *args: Any) -> asyncpg.Record | None:
-        with metrics.STORE_DURATION.labels(name).time():
-            async with self.pool.acquire() as conn:
-                row: asyncpg.Record | None = await conn.fetchrow(Q[name], self.tenant_id, *args)
-                return row
-
-    async def execute(self, name: str, *args: Any) -> str:
-        with metrics.STORE_DURATION.labels(name).time():
-            async with self.pool.acquire() as conn:
-                status: str = await conn.execute(Q[name], self.tenant_id, *args)
-                return status
 
 
 _COUNTABLE: Sequence[str] = (

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any, assert_never
 
 from leadd.store.core import StoreCore, Tx, affected
-from leadd.store.inbound import opt_out_in
+from leadd.store.inbound import OptOutStep, opt_out_in
 from leadd.store.outreach_models import (
     AddressOutcome,
     Attempt,
@@ -226,13 +226,8 @@ async def _apply_address_outcome(tx: Tx, lead_id: uuid.UUID, outcome: AddressOut
     if outcome.lead_error is not None:
         await tx.execute("set_lead_error", lead_id, outcome.lead_error)
     if outcome.opt_out_reason is not None:  # the one opt-out step (store/inbound.py)
-        await opt_out_in(
-            tx,
-            outcome.channel,
-            outcome.address,
-            reason=outcome.opt_out_reason,
-            cancel_reason=outcome.cancel_reason,
-        )
+        reason, cancel = outcome.opt_out_reason, outcome.cancel_reason
+        await opt_out_in(tx, OptOutStep(outcome.channel, outcome.address, reason, cancel))
     else:
         await tx.execute(
             "cancel_for_address", outcome.channel, outcome.address, outcome.cancel_reason

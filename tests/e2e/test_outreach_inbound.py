@@ -142,6 +142,27 @@ async def test_reply_engages_the_lead_and_stops_the_sequence(
         assert msgs[0]["session_id"] is not None
 
 
+async def test_a_redelivered_help_is_not_answered_twice(
+    database_url: str, twilio: FakeTwilio, http: aiohttp.ClientSession
+) -> None:
+    """Twilio retries a webhook it thinks failed: the same MessageSid again is a message we
+    have, so it gets empty TwiML (no second help text to the customer) and stores nothing."""
+    cfg = outreach_config(database_url, twilio, touchpoints={"interval": "1h"})
+    token = cfg.twilio.auth_token
+    async with running_daemon(cfg) as daemon:
+        await post_order(http, base_url(daemon), order_payload())
+        await wait_for(lambda: twilio.messages)
+        params = inbound("HELP", "SM" + "6" * 32)
+        status, first = await twilio_post(http, daemon, "/webhooks/twilio/sms", params, token=token)
+        assert status == 200 and "Reply STOP to opt out" in first
+        assert await twilio_post(http, daemon, "/webhooks/twilio/sms", params, token=token) == (
+            200,
+            EMPTY_TWIML,
+        )
+        inbound_rows = "SELECT * FROM chat_messages WHERE direction = 'inbound'"
+        assert len(await sql(database_url, inbound_rows)) == 1
+
+
 async def test_badly_signed_twilio_webhooks_are_403_and_change_nothing(
     database_url: str, twilio: FakeTwilio, http: aiohttp.ClientSession
 ) -> None:

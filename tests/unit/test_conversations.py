@@ -17,6 +17,7 @@ from argon2 import PasswordHasher
 
 from leadd import chatlinks as links
 from leadd import config as configmod
+from leadd.config import chat_key
 from leadd.conversations import booking, inbox, replies, staff, thread
 from leadd.store.events import parse
 from leadd.store.models import LeadSearch, MessageView, TouchPointView
@@ -50,24 +51,24 @@ def test_chat_tokens_are_256_bit_derived_per_lead_and_only_their_hash_is_stored(
 
 
 def test_a_link_is_left_out_when_the_session_was_made_with_another_secret() -> None:
-    config = links.with_secret(cfg(chat={"secret": "k" * 32}))
+    config = chat_key.with_secret(cfg(chat={"secret": "k" * 32}))
     lead = uuid.uuid4()
     stored = links.session_hash(config, lead)
     assert links.link_token(config, lead, stored) == links.chat_token(
         "k" * 32, config.tenant.id, lead
     )
-    other = links.session_hash(links.with_secret(cfg(chat={"secret": "x" * 32})), lead)
+    other = links.session_hash(chat_key.with_secret(cfg(chat={"secret": "x" * 32})), lead)
     assert links.link_token(config, lead, other) is None
     assert links.link_token(config, lead, None) is None  # no session (not enriched yet)
 
 
 def test_without_a_configured_secret_a_key_file_is_made_once_and_kept(tmp_path: Path) -> None:
-    first = links.with_secret(cfg(state_dir=str(tmp_path)))
-    again = links.with_secret(cfg(state_dir=str(tmp_path)))
+    first = chat_key.with_secret(cfg(state_dir=str(tmp_path)))
+    again = chat_key.with_secret(cfg(state_dir=str(tmp_path)))
     assert len(first.chat.secret) >= 32 and first.chat.secret == again.chat.secret
-    key = tmp_path / links.KEY_FILE
+    key = tmp_path / chat_key.KEY_FILE
     assert oct(key.stat().st_mode & 0o777) == "0o600"
-    assert [p.name for p in tmp_path.iterdir()] == [links.KEY_FILE]  # no temp file left
+    assert [p.name for p in tmp_path.iterdir()] == [chat_key.KEY_FILE]  # no temp file left
 
 
 def test_config_defaults_chat_links_to_the_public_url_and_validates_the_secret() -> None:
