@@ -59,6 +59,7 @@ class GroupCommit(Generic[T, R]):
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
         self.batches = 0  # writes of more than one row (tests, benchmarks)
+        self.waiting = 0  # callers not answered yet, queued or in a write (tests)
 
     async def submit(self, item: T) -> R:
         """`item` written; returns what its write returned once it has committed."""
@@ -67,8 +68,12 @@ class GroupCommit(Generic[T, R]):
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._queue.append((item, future))
         self._kick()
-        # A caller that goes away (client disconnect) does not stop its row's write.
-        return await asyncio.shield(future)
+        self.waiting += 1
+        try:
+            # A caller that goes away (client disconnect) does not stop its row's write.
+            return await asyncio.shield(future)
+        finally:
+            self.waiting -= 1
 
     async def close(self) -> None:
         """Write what is queued, wait for every write in flight; refuse callers from now on."""
