@@ -136,6 +136,20 @@ STORE_DURATION = Histogram(
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
     registry=REGISTRY,
 )
+STORE_BATCH_ROWS = Histogram(
+    "leadd_store_batch_rows",
+    "Rows per group-commit statement of more than one row (one statement, one commit).",
+    ["batch"],
+    buckets=(2, 4, 8, 16, 32, 64, 100),
+    registry=REGISTRY,
+)
+STORE_BATCH_SPLITS = Counter(
+    "leadd_store_batch_splits_total",
+    "Group-commit statements the database refused on a row's data, split in halves until "
+    "the refused row fails alone.",
+    ["batch"],
+    registry=REGISTRY,
+)
 
 DB_STATEMENTS = Counter(
     "leadd_db_statements_total",

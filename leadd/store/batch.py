@@ -3,8 +3,16 @@ answered only when that statement has committed.
 
 No timer: a lone caller is written at once; while a write is in flight, callers that arrive
 queue up and go together in the next one, so batches grow with load and an idle service adds
-no latency. A batch that fails on one caller's data is split until the bad row is alone, so
-it fails alone; a database that is unavailable fails the whole batch (every caller retries).
+no latency (the window is the time the write in flight takes; `max_batch` bounds a batch,
+`in_flight` the writes at once). A batch takes what is queued when its task runs, so callers
+of one turn of the event loop share it. A batch that fails on one caller's data is split until
+the bad row is alone, so it fails alone; a database that is unavailable fails the whole batch
+(every caller retries).
+
+`close()` writes what is queued, waits for the writes in flight and refuses later callers with
+`WritesClosed`; a write cancelled under way fails its callers the same way. An OSError, so a
+caller sees what an unavailable database would give it (a webhook answers 503): no caller is
+ever left waiting.
 """
 
 from __future__ import annotations
@@ -13,7 +21,12 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Generic, TypeVar
 
+from leadd import metrics
+from leadd.errors import describe_error
+from leadd.logs import get_logger
 from leadd.store.errors import is_transient
+
+log = get_logger(__name__)
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -22,46 +35,78 @@ MAX_BATCH = 100
 IN_FLIGHT = 2  # writes at once: one commits while the next one fills
 
 
+class WritesClosed(ConnectionError):
+    """The store is closing, or the write was cancelled: not written (retry later)."""
+
+
 class GroupCommit(Generic[T, R]):
     def __init__(
         self,
         write_many: Callable[[Sequence[T]], Awaitable[Sequence[R]]],
         write_one: Callable[[T], Awaitable[R]],
         *,
+        name: str = "batch",
         max_batch: int = MAX_BATCH,
         in_flight: int = IN_FLIGHT,
     ) -> None:
+        if max_batch < 1 or in_flight < 1:
+            raise ValueError("max_batch and in_flight must be at least 1")
         self._many, self._one = write_many, write_one
-        self._max, self._in_flight = max_batch, in_flight
+        self._name, self._max, self._in_flight = name, max_batch, in_flight
         self._queue: list[tuple[T, asyncio.Future[R]]] = []
         self._running = 0
+        self._starting = False  # a write's task is started and has not taken its batch yet
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
         self.batches = 0  # writes of more than one row (tests, benchmarks)
+        self.waiting = 0  # callers not answered yet, queued or in a write (tests)
 
     async def submit(self, item: T) -> R:
         """`item` written; returns what its write returned once it has committed."""
+        if self._closed:
+            raise WritesClosed(f"{self._name}: the store is closing")
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._queue.append((item, future))
         self._kick()
-        # A caller that goes away (client disconnect) does not stop its row's write.
-        return await asyncio.shield(future)
+        self.waiting += 1
+        try:
+            # A caller that goes away (cancelled) cancels only its future: the write goes on
+            # and skips answering it. (Not asyncio.shield: that costs a second future and a
+            # loop look-up per caller on the hottest path.)
+            return await future
+        finally:
+            self.waiting -= 1
+
+    async def close(self) -> None:
+        """Write what is queued, wait for every write in flight; refuse callers from now on."""
+        self._closed = True
+        self._kick()
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def _kick(self) -> None:
-        while self._queue and self._running < self._in_flight:
-            batch, self._queue = self._queue[: self._max], self._queue[self._max :]
+        if self._queue and not self._starting and self._running < self._in_flight:
             self._running += 1
-            task = asyncio.create_task(self._write(batch), name="group-commit")
+            self._starting = True
+            task = asyncio.get_running_loop().create_task(self._write(), name=self._name)
+            self._tasks.add(task)
             task.add_done_callback(self._done)
 
-    def _done(self, _task: asyncio.Task[None]) -> None:
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
         self._running -= 1
         self._kick()
 
-    async def _write(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
+    async def _write(self) -> None:
+        batch, self._queue = self._queue[: self._max], self._queue[self._max :]
+        self._starting = False
+        self._kick()  # more than a batch queued: the next write may start beside this one
         try:
             outcomes = await self._attempt([item for item, _ in batch])
         except BaseException:  # cancelled (shutdown): no caller waits forever
             for _, future in batch:
-                future.cancel()
+                if not future.done():
+                    future.set_exception(WritesClosed(f"{self._name}: the write was cancelled"))
             raise
         for (_, future), (ok, value) in zip(batch, outcomes, strict=True):
             if not future.done():
@@ -78,11 +123,17 @@ class GroupCommit(Generic[T, R]):
                 return [(True, await self._one(items[0]))]
             except Exception as exc:
                 return [(False, exc)]
+        metrics.STORE_BATCH_ROWS.labels(self._name).observe(len(items))
         try:
             results = await self._many(items)
         except Exception as exc:
             if is_transient(exc):
                 return [(False, exc)] * len(items)
+            metrics.STORE_BATCH_SPLITS.labels(self._name).inc()
+            # Words, not the message: it may quote the refused value (a customer's name).
+            log.warning(
+                "store.batch_split", batch=self._name, rows=len(items), error=describe_error(exc)
+            )
             half = len(items) // 2
             return await self._attempt(items[:half]) + await self._attempt(items[half:])
         self.batches += 1

@@ -118,7 +118,9 @@ class IntakeStore(StoreCore):
         order already has a lead (nothing written). Concurrent calls share one statement and
         one commit (store/batch.py); each returns once its own lead has committed."""
         if self._new_leads is None:
-            self._new_leads = GroupCommit(self._insert_leads, self._insert_lead)
+            self._new_leads = GroupCommit(
+                self._insert_leads, self._insert_lead, name="insert_leads"
+            )
         return await self._new_leads.submit(
             NewLead(
                 lead_id,
@@ -143,6 +145,12 @@ class IntakeStore(StoreCore):
 
     _new_leads: GroupCommit[NewLead, uuid.UUID | None] | None = None
 
+    async def close(self) -> None:
+        """New leads still queued for a batch are written (or refused) before the pool goes."""
+        if self._new_leads is not None:
+            await self._new_leads.close()
+        await super().close()
+
     async def _insert_lead(self, n: NewLead) -> uuid.UUID | None:
         row = await self._fetchrow(
             "insert_lead",
@@ -156,10 +164,14 @@ class IntakeStore(StoreCore):
         return None if row is None else row["id"]
 
     async def _insert_leads(self, batch: Sequence[NewLead]) -> list[uuid.UUID | None]:
-        def column(name: str) -> list[Any]:
-            return [getattr(n, name) for n in batch]
+        # In order id order: two batches (two daemons) holding the same orders take their
+        # unique-index locks in one order, so they wait for each other instead of deadlocking.
+        leads = sorted(batch, key=lambda n: n.order_id)
 
-        steps = [(n.lead_id, s) for n in batch for s in n.steps]
+        def column(name: str) -> list[Any]:
+            return [getattr(n, name) for n in leads]
+
+        steps = [(n.lead_id, s) for n in leads for s in n.steps]
         rows = await self._fetch(
             "insert_leads",
             *map(column, _NEW_LEAD_COLUMNS),
