@@ -105,11 +105,13 @@ class Daemon:
         if self.db is not None:
             await self.db.notify_wake(lane, sender=self.instance_id)
 
-    def _heard(self, wake: Wake) -> None:
-        if wake.sender != self.instance_id:
-            lanes = {"send": self.wake_touchpoints, "enrichment": self.wake_enrichment}
-            if wake.lane in lanes:
-                lanes[wake.lane].set()
+    def _heard(self, wake: Wake | None) -> None:
+        lanes = {"send": self.wake_touchpoints, "enrichment": self.wake_enrichment}
+        if wake is None:  # the listener reconnected: what was said meanwhile was not heard
+            for event in lanes.values():
+                event.set()
+        elif wake.sender != self.instance_id and wake.lane in lanes:
+            lanes[wake.lane].set()
 
     async def _serve_http(self) -> None:
         from leadd.web import GUARD, create_app

@@ -9,14 +9,17 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from collections.abc import Awaitable, Callable
-from contextlib import suppress
 from dataclasses import dataclass, field
 
 from leadd.config import Config
+from leadd.errors import describe_error
+from leadd.logs import get_logger
 from leadd.providers.sendgrid import SendGridClient
 from leadd.providers.shopmonkey import ShopmonkeyClient
 from leadd.providers.twilio import TwilioClient
 from leadd.store import Store
+
+log = get_logger(__name__)
 
 Clock = Callable[[], dt.datetime]
 
@@ -62,9 +65,11 @@ class Wakeup:
 
     async def _send(self) -> None:
         assert self.notify is not None
-        with suppress(Exception):
+        try:
             await self.notify(self.lane)
             self.sent += 1
+        except Exception as exc:  # the other daemons' intervals still find the work
+            log.warning("wake.notify_failed", lane=self.lane, error=describe_error(exc))
 
 
 @dataclass

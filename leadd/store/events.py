@@ -85,14 +85,12 @@ class EventStore(StoreCore):
         """This tenant's live events until `stop` is set (see `listen`)."""
         await listen(self.pool, self.tenant_id, on_event, stop)
 
-    async def listen_wakes(self, on_wake: Callable[[Wake], None], stop: asyncio.Event) -> None:
-        """Other daemons' wake-ups (and our own: the caller ignores those) until `stop`."""
-
-        def heard(wake: Wake | None) -> None:
-            if wake is not None:  # None: reconnected; the loops' intervals cover the gap
-                on_wake(wake)
-
-        await listen(self.pool, self.tenant_id, heard, stop, parse=parse_wake)
+    async def listen_wakes(
+        self, on_wake: Callable[[Wake | None], None], stop: asyncio.Event
+    ) -> None:
+        """Other daemons' wake-ups (and our own: the caller ignores those) until `stop`;
+        `None` after a reconnect: wake-ups may have been missed meanwhile, wake every lane."""
+        await listen(self.pool, self.tenant_id, on_wake, stop, parse=parse_wake)
 
     async def notify_wake(self, lane: str, *, sender: str) -> None:
         """Tell every daemon on this database that work for `lane` may be due now."""

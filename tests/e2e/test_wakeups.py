@@ -87,3 +87,30 @@ async def test_an_idle_daemon_sends_at_once_when_another_daemon_wakes_it(
         await store.notify_wake("send", sender="another-daemon")
         await wait_for(lambda: len(twilio.messages) == 2)
         assert twilio.messages[1]["body"] == "Call me back?"
+
+
+async def test_a_lost_listen_connection_wakes_every_lane_once_it_is_back(
+    database_url: str, twilio: FakeTwilio, http: aiohttp.ClientSession
+) -> None:
+    """Wake-ups sent while the listener was away were not heard: when it reconnects, both
+    lanes look for work at once instead of on their hourly interval."""
+    cfg = outreach_config(database_url, twilio, touchpoints={"interval": "1h"})
+    async with running_daemon(cfg) as daemon:
+        lead = uuid.UUID(await post_order(http, base_url(daemon), order_payload()))
+        await wait_for(lambda: len(twilio.messages) == 1)
+        assert daemon.runtime is not None
+        queued = await daemon.runtime.store.add_staff_message(
+            lead, body="Still there?", author="ops-bot", now=dt.datetime.now(dt.UTC)
+        )
+        assert queued is not None and queued.refused is None
+        conn = await asyncpg.connect(database_url)
+        try:
+            killed = await conn.fetch(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND query LIKE 'LISTEN%'"
+            )
+        finally:
+            await conn.close()
+        assert killed  # the daemon's listeners (pages and wake-ups) were cut
+        await wait_for(lambda: len(twilio.messages) == 2, timeout=20)
+        assert twilio.messages[1]["body"] == "Still there?"
