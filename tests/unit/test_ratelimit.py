@@ -70,3 +70,35 @@ async def test_a_cancelled_waiter_takes_no_token_and_does_not_block_the_queue() 
         await gone
     await asyncio.wait_for(limiter.acquire(NORMAL), timeout=5)
     assert limiter.waiting() == 0
+
+
+async def test_a_pause_holds_every_waiter_then_serves_them_by_priority() -> None:
+    """A server's "slow down" (pause) holds back callers already queued, urgent ones too;
+    when it ends they are served urgent first. Nobody gets a token during the pause."""
+    limiter = RateLimiter(1000.0)
+    await limiter.acquire()  # the one token: the callers below queue
+    limiter.pause(0.05)
+    served: list[tuple[str, float]] = []  # (who, pause left when served)
+
+    async def take(name: str, priority: int) -> None:
+        await limiter.acquire(priority)
+        served.append((name, limiter.paused_for()))
+
+    tasks = [asyncio.create_task(take("normal", NORMAL))]
+    await asyncio.sleep(0)
+    tasks.append(asyncio.create_task(take("urgent", URGENT)))
+    await asyncio.gather(*tasks)
+    assert served == [("urgent", 0.0), ("normal", 0.0)]
+
+
+async def test_a_pause_during_a_wait_holds_the_next_grant_too() -> None:
+    """A 429 arriving while callers wait for the next token (the pump asleep) still holds
+    them: the token is not handed out until the pause is over."""
+    limiter = RateLimiter(50.0)
+    await limiter.acquire()
+    waiter = asyncio.create_task(limiter.acquire(URGENT))
+    await asyncio.sleep(0)
+    assert limiter.waiting() == 1
+    limiter.pause(0.1)
+    await waiter
+    assert limiter.paused_for() == 0.0
