@@ -149,6 +149,35 @@ async def test_list_orders_sends_verified_query_forms(
     assert "orderBy" not in req.query_string
 
 
+async def test_listed_orders_embed_their_customer_and_vehicle(
+    fake: FakeShopmonkey, client: ShopmonkeyClient
+) -> None:
+    """include[customer]/include[vehicle] (the fake honours them as the live API does): each
+    row carries the objects GET /customer/:id and /vehicle/:id answer, null when Shopmonkey
+    does not know them; nothing else is fetched."""
+    person = fake.add_customer({"id": "cust-1", "firstName": "Pat", "phoneNumbers": []})
+    car = fake.add_vehicle({"id": "veh-1", "year": 2016, "make": "Honda", "model": "Civic"})
+    fake.add_order(_order(1, SINCE))
+    fake.add_order(_order(2, SINCE + timedelta(minutes=1)))  # cust-2, veh-2: unknown
+
+    known, unknown = await client.list_orders(field="createdDate", since=SINCE)
+
+    assert (known["customer"], known["vehicle"]) == (person, car)
+    assert (unknown["customer"], unknown["vehicle"]) == (None, None)
+    assert [r.path for r in fake.requests] == ["/v3/order"]
+
+
+async def test_the_fake_embeds_nothing_unless_asked(fake: FakeShopmonkey) -> None:
+    """Without include[...]=true (or with the forms that do not work live) rows carry ids only."""
+    fake.add_customer({"id": "cust-1", "firstName": "Pat"})
+    fake.add_order(_order(1, SINCE))
+    async with aiohttp.ClientSession(headers={"Authorization": "Bearer k"}) as http:
+        for query in ("", "?include=customer", "?expand=customer", "?include[customer]=1"):
+            async with http.get(fake.url + "/order" + query) as r:
+                [row] = (await r.json())["data"]
+            assert "customer" not in row, query
+
+
 async def test_list_orders_since_is_sent_in_utc_with_milliseconds(
     fake: FakeShopmonkey, client: ShopmonkeyClient
 ) -> None:
