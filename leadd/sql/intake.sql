@@ -107,9 +107,13 @@ UPDATE leads SET order_data = $3, order_version = $4, order_updated_at = $5,
     customer_id = $6, vehicle_id = $7, updated_at = now(),
     -- A customer or vehicle linked later means there is something new to enrich: due now
     -- ($8), with a fresh attempt and failure budget. 'pending' stays pending (its touch
-    -- points wait for the first enrichment); only a finished (or given up) enrichment is
-    -- reopened.
-    enrichment_status = CASE WHEN (customer_id IS DISTINCT FROM $6 OR vehicle_id IS DISTINCT FROM $7)
+    -- points wait for the first enrichment); a finished (or given up) enrichment is
+    -- reopened. A lead with only its contact ('contact': the details stage never looks the
+    -- customer up again) whose customer changed waits for the new one as a new lead does,
+    -- so nothing more goes to the old contact.
+    enrichment_status = CASE WHEN customer_id IS DISTINCT FROM $6 AND enrichment_status = 'contact'
+                             THEN 'pending'
+                             WHEN (customer_id IS DISTINCT FROM $6 OR vehicle_id IS DISTINCT FROM $7)
                                   AND enrichment_status IN ('done', 'failed')
                              THEN 'partial' ELSE enrichment_status END,
     enrichment_attempts = CASE WHEN customer_id IS DISTINCT FROM $6 OR vehicle_id IS DISTINCT FROM $7
