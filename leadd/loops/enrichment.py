@@ -56,6 +56,9 @@ async def run(
             await run_once(rt, shutdown=shutdown, wake_event=wake_event, beat=beat)
             failures = 0
         except DB_ERRORS as exc:
+            # Alive, waiting for the database (/readyz says so): the watchdog must not have
+            # systemd restart a daemon that a restart cannot help.
+            beat()
             failures = await wait_out_database("enrichment", exc, shutdown, failures)
             continue
         beat()

@@ -63,6 +63,9 @@ async def run(
             )
             failures = 0
         except DB_ERRORS as exc:
+            # Alive, waiting for the database (/readyz says so): the watchdog must not have
+            # systemd restart a daemon that a restart cannot help.
+            beat()
             failures = await wait_out_database("touchpoints", exc, shutdown, failures)
             continue
         if full:
