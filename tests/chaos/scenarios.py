@@ -372,7 +372,15 @@ async def twilio_and_sendgrid_storm(
     crowd = chaos.crowd(leads, seed=3)
     async with FakeTwilio() as twilio, FakeSendGrid() as sendgrid:
         chaos.watch(twilio, sendgrid)
-        tp = {"lease": "5s", "interval": "1s", "retry_base": "200ms", "retry_cap": "2s"}
+        # A lease as long as production's: an ambiguous send must not wait for it (issue 11).
+        lease, interval, retry_cap, reconcile_delay = 60, 1, 2, 1
+        tp = {
+            "lease": f"{lease}s",
+            "interval": f"{interval}s",
+            "retry_base": "200ms",
+            "retry_cap": f"{retry_cap}s",
+            "reconcile_delay": f"{reconcile_delay}s",
+        }
         cfg = daemon_config(
             database_url, twilio=twilio, sendgrid=sendgrid, sequences=ACK_AND_MAIL, touchpoints=tp
         )
@@ -408,11 +416,14 @@ async def twilio_and_sendgrid_storm(
         async def drained() -> bool:
             return await all_touch_points_done(database_url, 2 * leads)
 
-        # The bound: the longest a row can wait once the providers answer again. A row just
-        # rescheduled waits up to retry_cap (or Retry-After); an SMS left `sending` by an
-        # ambiguous answer (or by a reconcile that could not list) waits out its lease and
-        # one cycle; then one cycle to be claimed; plus time to send everything.
-        bound = 5 + 2 + retry_after + 2 * 1 + 10 + (60 if long_retry_after else 0)
+        # The bound (RELIABILITY.md, "drain bound"): once the providers answer again a row
+        # waits at most the longest of its retry backoff (retry_cap), its sender's pause
+        # (Retry-After), a lookup not yet made (reconcile_delay) or one that failed while
+        # the list was down (its backoff, up to retry_cap); then one interval for the loop to
+        # find it due and one more for a lookup's resend; then the sending itself (5 s here:
+        # 120 messages at 1,000/s, with room for a loaded machine). Never the lease.
+        wait = max(retry_cap, retry_after, reconcile_delay) + (60 if long_retry_after else 0)
+        bound = wait + 2 * interval + 5
         drain = await wait_until(drained, timeout=bound)
         samples = await daemon.metrics(chaos.http)
 
