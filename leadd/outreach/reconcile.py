@@ -9,7 +9,9 @@ was taken over in turn changes nothing.
 How soon: a dead daemon's rows wait out its lease (nobody can tell it died). A send that ended
 ambiguously is handed over by its sender with a lease of `touchpoints.reconcile_delay`
 (seconds), and `InDoubt` wakes the sender's loop as that runs out, so the lookup runs then,
-by the same claim as any other (claim_stale_sending), not on the next interval pass.
+by the same claim as any other (claim_stale_sending), not on the next interval pass. A failed
+lookup hands the row over again for the next one, after a backoff; once the list answers a
+lookup again, every row waiting so is looked up on the next pass instead.
 """
 
 from __future__ import annotations
@@ -88,11 +90,26 @@ async def reconcile_in_doubt(rt: Runtime, *, limit: int) -> Counter[str]:
     a pass without such failures (nothing left in doubt) clears it."""
     counts: Counter[str] = Counter()
     lease = rt.config.touchpoints.lease
+    listed = 0  # lookups Twilio answered
     for tp in await rt.store.claim_stale_sending(owner=rt.instance_id, lease=lease, limit=limit):
-        counts[await reconcile(rt, tp)] += 1
+        outcome = await reconcile(rt, tp)
+        counts[outcome] += 1
+        if _looked_up(rt, tp) and outcome in ("reconciled", "rescheduled"):
+            listed += 1
+    if listed:
+        # The list answers: what waits for a lookup after a failed one need not wait out a
+        # backoff that grew while it did not (the next pass takes it).
+        expedited = await rt.store.expedite_lookups()
+        if expedited:
+            log.info("reconcile.expedited", rows=expedited)
     if not (counts["lookup_failed"] or counts["unknown"]):
         rt.health.ok(HEALTH_KEY)
     return counts
+
+
+def _looked_up(rt: Runtime, tp: TouchPoint) -> bool:
+    """Whether reconciling this row asks Twilio's list (an SMS that passed its gate)."""
+    return tp.channel == "sms" and tp.gated_at is not None and not rt.twilio.dry_run
 
 
 async def reconcile(rt: Runtime, tp: TouchPoint) -> str:
@@ -102,7 +119,7 @@ async def reconcile(rt: Runtime, tp: TouchPoint) -> str:
     if tp.gated_at is None:
         # Never passed its gate: nothing left the machine.
         return await outcomes.reschedule(rt, tp, "recovered: not sent before crash")
-    if tp.channel == "sms" and not rt.twilio.dry_run:
+    if _looked_up(rt, tp):
         assert tp.recipient is not None and tp.sender is not None  # stored by the gate
         since = tp.prev_claimed_at or tp.claimed_at
         assert since is not None  # a `sending` row was claimed
@@ -173,9 +190,13 @@ async def _lookup_failed(rt: Runtime, tp: TouchPoint, exc: TwilioError) -> str:
             error=str(exc),
         )
         return "unknown"
+    # Handed over again, as after the ambiguous answer: looked up once the backoff runs out,
+    # or as soon as the list answers another lookup (expedite_lookups).
     delay = outcomes.retry_backoff(rt.config).delay(lookups - 1)
-    extended = await rt.store.extend_leases(owner=rt.instance_id, lease=delay, ids=[tp.id])
-    if not extended:
+    handed = await rt.store.release_in_doubt(
+        touch_point_id=tp.id, owner=rt.instance_id, lookup_in=delay, retry_at=tp.due_at
+    )
+    if not handed:
         return await outcomes.not_ours(rt, tp, "reconcile")
     log.warning(
         "reconcile.deferred",

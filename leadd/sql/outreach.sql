@@ -97,6 +97,18 @@ UPDATE touch_points SET claimed_by = NULL, lease_until = now() + make_interval(s
     due_at = $5, updated_at = now()
 WHERE tenant_id = $1 AND id = $2 AND state = 'sending' AND claimed_by = $3;
 
+-- name: expedite_lookups
+-- Twilio's message list answers again after lookups failed: the sends in doubt waiting for
+-- their next lookup (handed over after a failed one: nobody's, reconcile_attempts > 0) may
+-- be looked up now rather than at the end of a backoff that grew while the list was down.
+-- That lookup is not counted towards the give-up (reconcile_attempts - 1; the claim adds it
+-- back), so a list that answers only now and then cannot run a send into `unknown` sooner.
+-- Sends handed over just now (reconcile_attempts 0) keep their reconcile_delay.
+UPDATE touch_points SET lease_until = now(), reconcile_attempts = reconcile_attempts - 1,
+    updated_at = now()
+WHERE tenant_id = $1 AND state = 'sending' AND claimed_by IS NULL AND reconcile_attempts > 0
+  AND lease_until > now();
+
 -- ======================================================================= changing a claimed row
 
 -- Every state change of a claimed row below is conditional on the row being in flight and

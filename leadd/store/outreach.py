@@ -60,6 +60,19 @@ class OutreachStore(StoreCore):
         rows = await self._fetch("claim_stale_sending", owner, lease, limit)
         return [TouchPoint.from_row(r) for r in rows]
 
+    async def release_in_doubt(
+        self, *, touch_point_id: int, owner: str, lookup_in: float, retry_at: dt.datetime
+    ) -> bool:
+        """Hand a send in doubt over to reconciliation: looked up in `lookup_in` seconds by
+        whoever claims it then, resent at `retry_at` at the earliest (KeepInDoubt)."""
+        status = await self._execute("release_in_doubt", touch_point_id, owner, lookup_in, retry_at)
+        return affected(status) > 0
+
+    async def expedite_lookups(self) -> int:
+        """Sends in doubt waiting for another lookup become claimable now (the message list
+        answers again); returns how many."""
+        return affected(await self._execute("expedite_lookups"))
+
     async def extend_leases(self, *, owner: str, lease: float, ids: Sequence[int]) -> int:
         """Renew `owner`'s leases on rows still in flight; returns how many were renewed."""
         return affected(await self._execute("extend_leases", owner, lease, list(ids)))

@@ -120,3 +120,40 @@ async def test_lookups_that_keep_failing_end_in_unknown_and_the_health_says_so(
 
     assert await reconcile_in_doubt(rt, limit=10) == {}
     assert "twilio" not in rt.health.problems
+
+
+async def test_once_the_list_answers_again_sends_waiting_for_a_lookup_go_at_once(
+    rt: Runtime, conn: asyncpg.Connection, twilio: FakeTwilio
+) -> None:
+    """Two lookups fail: both sends are handed over (nobody's) for another lookup after a
+    backoff, here grown to an hour. A third send's lookup then succeeds: the list answers
+    again, so the two are claimable at the next pass, not in an hour, and that lookup is
+    not counted towards giving up (each has made one)."""
+    failing = json.dumps({"code": 20500, "message": "Internal Server Error", "status": 500})
+    twilio.respond_next(2, status=500, body=failing, method="GET")
+    lead = await add_lead(conn, rt.config, created_at=chicago(7, 9))
+    waiting = [await in_doubt(conn, rt, lead, step=step, gated=True) for step in (0, 1)]
+    assert await reconcile_in_doubt(rt, limit=10) == {"lookup_failed": 2}
+    for tp_id in waiting:
+        handed = await row(conn, tp_id)
+        assert (handed["state"], handed["claimed_by"], handed["reconcile_attempts"]) == (
+            "sending",
+            None,
+            1,
+        )
+    await conn.execute(  # a backoff grown during a long outage
+        "UPDATE touch_points SET lease_until = now() + interval '1 hour' WHERE id = ANY($1)",
+        waiting,
+    )
+    assert await reconcile_in_doubt(rt, limit=10) == {}
+
+    other = await add_lead(conn, rt.config, created_at=chicago(7, 9), phone="+13125550124")
+    fresh = await in_doubt(conn, rt, other, step=1, gated=True)
+    assert await reconcile_in_doubt(rt, limit=10) == {"rescheduled": 1}  # the list answers
+    assert (await row(conn, fresh))["state"] == "scheduled"
+    assert "twilio" not in rt.health.problems
+    assert await reconcile_in_doubt(rt, limit=10) == {"rescheduled": 2}
+    for tp_id in waiting:
+        looked = await row(conn, tp_id)
+        assert (looked["state"], looked["reconcile_attempts"]) == ("scheduled", 1)
+    assert twilio.messages == []
